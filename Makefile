@@ -1,0 +1,36 @@
+# posedistill: `make demo` installs everything and runs the main job; `make test` runs all tests.
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test test-slow export clean-nbs readme bench
+
+$(VENV)/.installed: settings.ini setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/posedistill demo
+
+test: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest -q tests
+
+test-slow: install
+	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
+
+export: install
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+readme: install
+	$(BIN)/python tools/readme.py
+
+bench: install
+	$(BIN)/posedistill bench render
+	$(BIN)/posedistill bench mixers
