@@ -345,3 +345,17 @@ def test_zoo_model_resume_and_flip_test(tmp_path):
     x = torch.cat([b['image'] for b in dl])
     assert np.allclose(r['pred'], full.model.predict(x, flip_test=True)[0].numpy(), atol=1e-5)
     assert not np.allclose(r['pred'], full.model.predict(x)[0].numpy(), atol=1e-5)
+
+
+def test_train_main_zoo_model_on_synthpose(tmp_path):
+    args = ['--model', 'regression_stemnet', '--size', 'cpu', '--input-size', '32x24', '--data', 'synthpose',
+            '--train-samples', '16', '--val-samples', '8', '--batch-size', '8', '--epochs', '1', '--out', str(tmp_path),
+            '--no-progress']
+    t = train_main(args)
+    assert t.config['model'] == 'PoseModel' and t.model.input_size == (32, 24)
+    assert t.epoch == 1 and 0 <= t.history['valid_PCK'][0] <= 100 and 'loss_coord' in t.history
+    assert load_checkpoint(tmp_path / 'last.pt')['epoch'] == 1
+    no_val = list(args); no_val[no_val.index('--val-samples') + 1] = '0'
+    no_val.remove('--out'); no_val.remove(str(tmp_path))
+    t2 = train_main(no_val)
+    assert t2.valid_dl is None and 'valid_PCK' not in t2.history                              # --val-samples 0: no validation
