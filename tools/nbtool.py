@@ -7,7 +7,7 @@
 Percent format: a line `# %%` starts a code cell, `# %% [markdown]` a markdown cell whose lines
 are written as `# text` comments. The notebook is the source of truth; the script is scratch.
 """
-import sys, json, os, time
+import sys, json, os, time, secrets
 from pathlib import Path
 
 def _cell(kind, lines):
@@ -17,7 +17,7 @@ def _cell(kind, lines):
         lines = [l[2:] if l.startswith('# ') else (l[1:] if l.startswith('#') else l) for l in lines]
     src = [l + '\n' for l in lines]
     if src: src[-1] = src[-1][:-1]
-    c = {'cell_type': kind, 'metadata': {}, 'source': src}
+    c = {'cell_type': kind, 'id': secrets.token_hex(4), 'metadata': {}, 'source': src}   # ids: nbdev_export names cells by them
     if kind == 'code': c.update(execution_count=None, outputs=[])
     return c
 
