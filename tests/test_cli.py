@@ -24,3 +24,17 @@ def test_bench_render_quick(cli_env):
     r = run(['bench', 'render', '--quick'], cli_env)
     assert r.returncode == 0, r.stderr
     assert 'samples/s' in r.stdout
+
+def test_train_cli_writes_checkpoint_and_resumes(cli_env, tmp_path):
+    args = ['train', '--model', 'tiny', '--data', 'random', '--epochs', '1', '--train-samples', '64',
+            '--val-samples', '16', '--batch-size', '16', '--out', str(tmp_path), '--no-progress']
+    r = run(args, cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / 'last.pt').exists()
+    import torch
+    test_epoch = lambda: torch.load(tmp_path / 'last.pt', weights_only=True)['epoch']
+    assert test_epoch() == 1
+    args[args.index('--epochs') + 1] = '2'
+    r = run([*args, '--resume', 'auto'], cli_env)   # one more epoch from the checkpoint
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert test_epoch() == 2
