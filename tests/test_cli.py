@@ -38,3 +38,8 @@ def test_train_cli_writes_checkpoint_and_resumes(cli_env, tmp_path):
     r = run([*args, '--resume', 'auto'], cli_env)   # one more epoch from the checkpoint
     assert r.returncode == 0, r.stderr[-2000:]
     assert test_epoch() == 2
+
+def test_bench_mixers_quick(cli_env):
+    r = run(['bench', 'mixers', '--quick'], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'GlobalFilter' in r.stdout and 'goals:' in r.stdout
