@@ -19,8 +19,8 @@ demo: install
 	$(BIN)/posedistill demo
 
 test: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q tests
 
 test-slow: install
 	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing

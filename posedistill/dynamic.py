@@ -5,6 +5,7 @@
 # %% ../nbs/11_dynamic.ipynb #a1db6615
 from __future__ import annotations
 import copy
+import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ class DynamicFilter(nn.Module):
 
     def mix_filters(self, routing, K):
         "Per-image filters `(B, h, w//2+1, C')` = sum_f routing[b, f, c] * K[f]."
-        with torch.autocast(device_type=K.device.type, enabled=False):
+        with (torch.autocast(device_type=K.device.type, enabled=False) if K.device.type != 'meta' else contextlib.nullcontext()):
             return torch.einsum('bfc,fhw->bhwc', routing.to(K.dtype), K)
 
     def effective_filter(self, x, size=None):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_gfl.ipynb #09a97121
 from __future__ import annotations
-import copy, math
+import contextlib, copy, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,7 +39,9 @@ def spectral_filter(x, K):
     `(B, H, W//2+1, C)`): `irfft2(rfft2(x) * K, s=(H, W))`, both with norm='ortho'. Returns `x`'s dtype."""
     H, W = x.shape[1], x.shape[2]
     dtype = x.dtype
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    # autocast off (FFT in float32); meta tensors (FLOP counting) have no autocast state
+    no_amp = torch.autocast(device_type=x.device.type, enabled=False) if x.device.type != 'meta' else contextlib.nullcontext()
+    with no_amp:
         xf = x if dtype in (torch.float32, torch.float64) else x.float()
         X = torch.fft.rfft2(xf, dim=(1, 2), norm='ortho')                  # (B, H, W//2+1, C)
         X = X * K.to(device=X.device, dtype=X.dtype)
