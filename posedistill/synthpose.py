@@ -67,6 +67,10 @@ class SynthPoseConfig:
                              p_occlude=0.6, p_blur=0.5, blur=0.008, pixel_noise=0.06, noise_scale=0.5, p_lr=0.2,
                              p_miss=0.5), **kw})
     @classmethod
+    def calibrated(cls, **kw):
+        "The CPU lessons' data (see the calibration lesson): `easy()` scenes with people seen from behind and noisy annotators."
+        return cls.easy(**{**dict(yaw_range=180., noise_scale=0.5, p_lr=0.2, p_miss=0.5), **kw})
+    @classmethod
     def clean(cls, **kw):
         "No clutter, occluders, blur, sensor noise or label noise: for checks and pictures."
         return cls(**{**dict(clutter=0., p_occlude=0., p_blur=0., pixel_noise=0., noise_scale=0., p_lr=0., p_miss=0.), **kw})

@@ -113,9 +113,12 @@ def show_pose(img, keypoints, visible=None, schema='coco', ax=None, title=None, 
     lab = v > 0
     if lab.any():
         cols = [to_rgba(color or SIDE_COLORS[sd], alpha) for sd, l in zip(joint_sides(s), lab) if l]
-        face = [c if vi == 2 or marker == 'x' else (0., 0., 0., 0.) for c, vi in zip(cols, v[lab])]   # hollow = occluded
-        ax.scatter(k[lab, 0], k[lab, 1], s=ms ** 2, marker=marker, facecolors=face, edgecolors=cols,
-                   linewidths=max(lw * 0.6, 1), zorder=3)
+        if marker in ('x', '+', '1', '2', '3', '4', '|', '_'):                   # line markers have no face to leave hollow
+            ax.scatter(k[lab, 0], k[lab, 1], s=ms ** 2, marker=marker, c=cols, linewidths=max(lw * 0.6, 1), zorder=3)
+        else:
+            face = [c if vi == 2 else (0., 0., 0., 0.) for c, vi in zip(cols, v[lab])]   # hollow = occluded
+            ax.scatter(k[lab, 0], k[lab, 1], s=ms ** 2, marker=marker, facecolors=face, edgecolors=cols,
+                       linewidths=max(lw * 0.6, 1), zorder=3)
     if im is None:
         if not ax.yaxis_inverted(): ax.invert_yaxis()   # image coordinates: y points down
         ax.set_aspect('equal')

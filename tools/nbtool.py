@@ -49,8 +49,13 @@ def run(*paths):
     for p in paths:
         p = Path(p).resolve(); t0 = time.time()
         nb = nbformat.read(p, as_version=4)
+        skipped = {}                                   # `#| cuda` cells need a GPU: not run here, left without outputs
+        for i, c in enumerate(nb.cells):
+            if c.cell_type == 'code' and any(l.strip() in ('#| cuda', '#|cuda') for l in c.source.splitlines()[:3]):
+                skipped[i] = c.source; c.source = '# (not executed here)'
         NotebookClient(nb, timeout=3600, kernel_name='python3', resources={'metadata': {'path': str(p.parent)}},
                        store_widget_state=True).execute()
+        for i, src in skipped.items(): nb.cells[i].source, nb.cells[i].outputs, nb.cells[i].execution_count = src, [], None
         tmp = p.with_suffix('.ipynb.tmp'); nbformat.write(nb, tmp); os.replace(tmp, p)
         print(f'{p.name}: executed in {time.time()-t0:.0f}s')
 
