@@ -69,7 +69,7 @@ class SynthPoseConfig:
     @classmethod
     def calibrated(cls, **kw):
         "The CPU lessons' data (see the calibration lesson): `easy()` scenes with people seen from behind and noisy annotators."
-        return cls.easy(**{**dict(yaw_range=180., noise_scale=0.5, p_lr=0.2, p_miss=0.5), **kw})
+        return cls.easy(**{**dict(yaw_range=180., noise_scale=1.0, p_lr=0.3, p_miss=0.5), **kw})
     @classmethod
     def clean(cls, **kw):
         "No clutter, occluders, blur, sensor noise or label noise: for checks and pictures."
