@@ -175,7 +175,9 @@ def _alpha(hm, alpha, vmax):
 def show_heatmaps(heatmaps, image=None, schema='coco', ncols: int = 6, keypoints=None, visible=None,
                   alpha: float = 0.6, size: float = 1.5, vmax=None):
     """A grid of the per-joint `heatmaps (K, h, w)`, titled by joint name, optionally over `image` (any size; drawn
-    stretched to the heatmap grid) and with `keypoints (K, 2)` in IMAGE pixels marked. Returns the Figure."""
+    stretched to the heatmap grid) and with `keypoints (K, 2)` in IMAGE pixels marked. `vmax`: the top of the colour
+    scale, by default the largest value of all maps (joints compared on one scale); `'each'`: each map's own maximum
+    (every peak visible, however weak). Returns the Figure."""
     hm = _heatmaps(heatmaps)
     K, h, w = hm.shape
     names = get_schema(schema).names if schema is not None else [f'joint {i}' for i in range(K)]
@@ -189,13 +191,16 @@ def show_heatmaps(heatmaps, image=None, schema='coco', ncols: int = 6, keypoints
     ncols = max(1, min(ncols, K)); nrows = math.ceil(K / ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * h / w * nrows + 0.2), dpi=72, squeeze=False)
     ext = (-0.5, w - 0.5, h - 0.5, -0.5)
+    each = isinstance(vmax, str)
+    if each and vmax != 'each': raise ValueError(f"vmax must be a number, None or 'each'; got {vmax!r}")
     vmax = float(hm.max()) if vmax is None else vmax
     for i, ax in enumerate(axs.flat):
         ax.set_xticks([]); ax.set_yticks([])
         if i >= K: ax.axis('off'); continue
         if im is not None:
             ax.imshow(im, cmap='gray' if im.ndim == 2 else None, extent=ext)
-            ax.imshow(hm[i], cmap='jet', alpha=_alpha(hm[i], alpha, vmax), extent=ext, vmin=min(0., float(hm.min())), vmax=vmax)
+            vm = max(float(hm[i].max()), 1e-12) if each else vmax
+            ax.imshow(hm[i], cmap='jet', alpha=_alpha(hm[i], alpha, vm), extent=ext, vmin=min(0., float(hm.min())), vmax=vm)
         else: ax.imshow(hm[i], cmap='viridis', extent=ext)
         if keypoints is not None and vv[i] > 0:
             ax.scatter([kk[i, 0]], [kk[i, 1]], s=25, marker='+', c='white', linewidths=1.2)
