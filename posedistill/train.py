@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_train.ipynb #400a06f1
 from __future__ import annotations
-import argparse, contextlib, functools, math, os, random, tempfile, time, types, warnings
+import argparse, contextlib, functools, gc, math, os, random, tempfile, time, types, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -755,6 +755,7 @@ def train_main(argv=None) -> Trainer:
     train_dl = DataLoader(train_ds, batch_size=a.batch_size, shuffle=True, num_workers=a.workers,
                           drop_last=len(train_ds) >= a.batch_size * world)
     val_dl = DataLoader(val_ds, batch_size=2 * a.batch_size, num_workers=a.workers) if val_ds is not None else None
+    t, ok = None, False
     try:
         t = Trainer(model, train_dl, val_dl, opt=a.opt, lr=a.lr, weight_decay=a.weight_decay, epochs=a.epochs,
                     warmup_epochs=a.warmup_epochs, schedule=a.schedule, clip_grad=a.clip_grad,
@@ -763,7 +764,12 @@ def train_main(argv=None) -> Trainer:
         if a.resume is not None:
             path = Path(a.out) if a.resume == 'auto' else Path(a.resume)
             if a.resume != 'auto' or (path / 'last.pt').is_file() or (path / 'prev.pt').is_file(): t.resume(path)
-        t.fit()
+        t.fit(); ok = True
     finally:
-        if owns_group and dist.is_initialized(): dist.destroy_process_group()
+        if owns_group and dist.is_initialized():
+            if ok:
+                # DDP's reducer holds gloo/NCCL work objects: free it while the group is alive, and let the ranks leave
+                # together; otherwise a rank can abort at interpreter exit ("terminate called without an active exception")
+                t.ddp_model = _unwrap(t.ddp_model); gc.collect(); dist.barrier()
+            dist.destroy_process_group()     # after an error: no barrier (the other ranks may be gone or stuck)
     return t
