@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from .models import build_model, count_params, count_flops, PoseModel
+from .models import build_model, count_params, count_flops, PoseModel, load_weights
 from .synthpose import SynthPose, SynthPoseConfig, to_coco
-from .train import Trainer, set_seed, collect_predictions, load_checkpoint
+from .train import Trainer, set_seed, collect_predictions, load_checkpoint, atomic_write
 from .transforms import rescale_coords
 from . import metrics as M
 
@@ -145,19 +145,14 @@ def _jsonable(x):
     if isinstance(x, (str, int, float, bool)) or x is None: return x
     return repr(x)
 
-def _write_json(obj, path):
-    path = Path(path); tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1)); tmp.replace(path)
+def _write_json(obj, path): atomic_write(path, lambda f: f.write(json.dumps(_jsonable(obj), indent=1).encode()))
 
 def load_run(path) -> RecipeRun:
     """The model (trained weights of `last.pt`), no trainer, and the metrics of a run saved by `run_recipe(..., ckpt_dir=path)`."""
     path = Path(path)
     if not (path / 'run.json').is_file(): raise FileNotFoundError(f"{path / 'run.json'} not found: not a folder written by run_recipe(ckpt_dir=...)")
     run = json.loads((path / 'run.json').read_text())
-    model = build_recipe_model(run['recipe'])
-    st = load_checkpoint(path / 'last.pt')
-    from posedistill.backbones import load_state_dict_checked
-    load_state_dict_checked(model, st['model'], what='model')
+    model = load_weights(build_recipe_model(run['recipe']), load_checkpoint(path / 'last.pt')['model'])
     m = path / 'metrics.json'
     return RecipeRun(model.eval(), None, json.loads(m.read_text()) if m.is_file() else {})
 
@@ -191,8 +186,7 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
         else: epochs = max(1, round(steps / spe))
     if cache is not False:
         n_fill = steps * bs if steps is not None and steps < spe else len(train_ds)
-        for i in range(n_fill): train_ds[i]                              # renders (and caches) every size
-        val_ds.fill_cache()
+        train_ds.fill_cache(n=n_fill); val_ds.fill_cache()               # render (and cache) every size once
     render_s = time.perf_counter() - t0
     set_seed(seed)
     model = build_recipe_model(recipe)

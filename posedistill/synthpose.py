@@ -697,10 +697,10 @@ class SynthPose(Dataset):
         "Whether sample `index` is mirrored in the current epoch."
         return self.augment and bool(self.rng(index, 2, self.epoch).random() < 0.5)
 
-    def fill_cache(self, progress: bool = False):
-        "Render every sample at every size into the cache now (e.g. before creating DataLoader workers)."
+    def fill_cache(self, progress: bool = False, n: int | None = None):
+        "Render the first `n` samples (default: every one) at every size into the cache now (e.g. before creating DataLoader workers)."
         if self.cache is None: raise ValueError("fill_cache needs cache=True or a cache directory; this dataset has cache=False")
-        it = range(self.n)
+        it = range(self.n if n is None else min(int(n), self.n))
         if progress:
             from tqdm.auto import tqdm; it = tqdm(it, desc=f'SynthPose {self.split}')
         for i in it:

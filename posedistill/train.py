@@ -16,10 +16,10 @@ from .transforms import rescale_coords
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METRICS', 'set_seed', 'get_device', 'to_device', 'get_rng_state', 'set_rng_state', 'lr_factor',
-           'make_scheduler', 'make_optimizer', 'prev_path', 'save_checkpoint', 'load_checkpoint', 'TinyPose',
-           'RandomPoses', 'freeze', 'seeded_loader', 'set_epoch', 'collect_predictions', 'evaluate', 'dist_env',
-           'init_distributed', 'amp_dtype', 'in_notebook', 'Callback', 'LivePlot', 'NonFiniteLossError', 'Trainer',
-           'train_parser', 'train_main']
+           'make_scheduler', 'make_optimizer', 'prev_path', 'atomic_write', 'save_checkpoint', 'load_checkpoint',
+           'TinyPose', 'RandomPoses', 'freeze', 'seeded_loader', 'set_epoch', 'collect_predictions', 'evaluate',
+           'dist_env', 'init_distributed', 'amp_dtype', 'in_notebook', 'Callback', 'LivePlot', 'NonFiniteLossError',
+           'Trainer', 'train_parser', 'train_main']
 
 # %% ../nbs/23_train.ipynb #9d2d5f35
 def set_seed(seed: int, deterministic: bool = False) -> int:
@@ -130,14 +130,15 @@ def _fsync_dir(d: Path):
         finally: os.close(fd)
     except OSError: pass                                   # not possible on every OS / file system; the rename is still atomic
 
-def save_checkpoint(path, state: dict, keep_prev: bool = True) -> Path:
-    """Write `state` with `torch.save` atomically: into a temporary file in the same folder, flushed and fsync'ed, then
-    `os.replace`d over `path`. With `keep_prev` the file it replaces is kept as `prev_path(path)`."""
+def atomic_write(path, write, keep_prev: bool = False) -> Path:
+    """Call `write(f)` on a binary file that becomes `path` atomically: a temporary file in the same folder, flushed and
+    fsync'ed, then `os.replace`d over `path`, so a crash leaves the old file or the new one, never half of one. With
+    `keep_prev` the file it replaces is kept as `prev_path(path)`."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f); f.flush(); os.fsync(f.fileno())
+            write(f); f.flush(); os.fsync(f.fileno())
         if keep_prev and path.exists(): os.replace(path, prev_path(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -145,6 +146,10 @@ def save_checkpoint(path, state: dict, keep_prev: bool = True) -> Path:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
     return path
+
+def save_checkpoint(path, state: dict, keep_prev: bool = True) -> Path:
+    "Write `state` with `torch.save` atomically (`atomic_write`); with `keep_prev` the file it replaces becomes `prev_path(path)`."
+    return atomic_write(path, lambda f: torch.save(state, f), keep_prev)
 
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`; a clear error names a missing or corrupted file."
@@ -664,6 +669,12 @@ class Trainer:
             path = self.ckpt_dir / 'last.pt'
         return save_checkpoint(path, self.state_dict())
 
+    def close(self) -> 'Trainer':
+        """Drop the DDP wrapper: its reducer holds communication work that must not outlive the process group (a rank
+        can abort at interpreter exit otherwise). Call it before `destroy_process_group`; model, history and checkpoints stay."""
+        self.ddp_model = _unwrap(self.ddp_model); gc.collect()
+        return self
+
     def resume(self, path) -> 'Trainer':
         "Continue from checkpoint `path` (a file, or a folder holding `last.pt`): the next `fit()` goes on where it stopped."
         path = Path(path)
@@ -770,6 +781,6 @@ def train_main(argv=None) -> Trainer:
             if ok:
                 # DDP's reducer holds gloo/NCCL work objects: free it while the group is alive, and let the ranks leave
                 # together; otherwise a rank can abort at interpreter exit ("terminate called without an active exception")
-                t.ddp_model = _unwrap(t.ddp_model); gc.collect(); dist.barrier()
+                t.close(); dist.barrier()
             dist.destroy_process_group()     # after an error: no barrier (the other ranks may be gone or stuck)
     return t

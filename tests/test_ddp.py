@@ -48,6 +48,7 @@ def _worker(rank, world, port, out_dir, mode):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     out = Path(out_dir)
+    t = None
     try:
         if mode == 'train':
             t = make_trainer(BATCH, ckpt_dir=out / f'ckpt_rank{rank}')
@@ -64,14 +65,11 @@ def _worker(rank, world, port, out_dir, mode):
             except NonFiniteLossError as e: (out / f'rank{rank}.txt').write_text(str(e))
     finally:
         if torch.distributed.is_initialized():
-            # leave together: a rank that tears gloo down while its peer still talks to it can abort the peer
-            # ("terminate called without an active exception"), which fails the test for the wrong reason
+            # as train_main does: drop the DDP wrapper while the group is alive and leave together; otherwise a rank
+            # can abort at exit ("terminate called without an active exception") and fail the test for the wrong reason
+            if t is not None: t.close()
             try: torch.distributed.barrier()
             finally: torch.distributed.destroy_process_group()
-    # Success: leave without running C++ static destructors, where a gloo thread still joinable at interpreter exit
-    # aborts the process (seen once in CI as SIGABRT after the test had written its result). Errors above still
-    # propagate and give a non-zero exit code.
-    os._exit(0)
 
 
 def spawn(tmp_path, mode):
