@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from .models import build_model, count_params, count_flops, PoseModel, load_weights
-from .synthpose import SynthPose, SynthPoseConfig, to_coco
+from .synthpose import SynthPose, SynthPoseConfig, to_coco, DEFAULT_N
 from .train import Trainer, set_seed, collect_predictions, load_checkpoint, atomic_write
 from .transforms import rescale_coords
 from . import metrics as M
@@ -26,11 +26,11 @@ __all__ = ['SIZES', 'CPU_DATA', 'RECIPES', 'TABLE_COLS', 'get_recipe', 'data_con
 SIZES = ('cpu', 'paper')
 # SynthPose for the CPU recipes (calibrated in the calibration lesson): easy() scenes with back views, noisy annotators,
 # a finite 2,000-person training split
-CPU_DATA = dict(n_train=2000, n_val=500, config=asdict(SynthPoseConfig.calibrated()))
+CPU_DATA = dict(n_train=2000, n_val=1000, unlabelled=0, config=asdict(SynthPoseConfig.calibrated()))
 _TRAIN = {
     'paper': dict(epochs=210, batch_size=32, opt='adam', lr=1e-3, weight_decay=0., schedule='step', milestones=(170, 200),
                   warmup_steps=500, warmup_epochs=0., clip_grad=None, amp='auto', device='auto', num_workers=8, flip_test=True,
-                  data=dict(n_train=None, n_val=None, config=dict())),       # None: SynthPose's default split sizes
+                  data=dict(n_train=None, n_val=None, unlabelled=0, config=dict())),   # None: SynthPose's default sizes
     'cpu': dict(epochs=6, batch_size=32, opt='adamw', lr=5e-3, weight_decay=1e-4, schedule='cosine', milestones=None,
                 warmup_steps=None, warmup_epochs=0.5, clip_grad=None, amp=False, device='cpu', num_workers=0, flip_test=False,
                 data=CPU_DATA)}
@@ -39,7 +39,7 @@ RECIPES = {
     'heatmap_teacher': dict(
         description='HRNet + heatmaps at high resolution: the teacher (HRNet-W48 at 256x192; CPU: 128x96)',
         paper=dict(model='heatmap_hrnet', model_kw=dict(width=48), input_size=(256, 192)),
-        cpu=dict(model='heatmap_hrnet', input_size=(128, 96))),
+        cpu=dict(model='heatmap_hrnet', input_size=(128, 96), epochs=20)),    # the distillation lessons' teacher
     'simcc': dict(
         description='HRNet + SimCC coordinate classification, split ratio 2 (HRNet-W32 at 256x192; CPU: 128x96)',
         paper=dict(model='simcc_hrnet', input_size=(256, 192)),
@@ -62,11 +62,12 @@ RECIPES = {
         cpu=dict(model='regression_resnet', model_kw=dict(loss='l1'), input_size=(32, 24), teacher='heatmap_teacher',
                  teacher_input_size=(128, 96), epochs=40)),
 }
-_DATA_KEYS = ('n_train', 'n_val', 'config')
+_DATA_KEYS = ('n_train', 'n_val', 'config', 'unlabelled')
 
 def get_recipe(name: str, size: str = 'cpu', **overrides) -> dict:
     """The recipe `name` at `size` ('cpu' or 'paper') as a new dict: `model`, `model_kw`, `input_size`, `teacher`,
-    `teacher_input_size`, `data` (`n_train`, `n_val`, `config`: SynthPoseConfig overrides) and the schedule. Keyword
+    `teacher_input_size`, `data` (`n_train`, `n_val`, `config`: SynthPoseConfig overrides, `unlabelled`: extra training
+    people without labels, for a teacher to annotate) and the schedule. Keyword
     arguments override any of these keys (`n_train`, `n_val`, `config` go into `data`; `model_kw` and `config` are merged)."""
     if name not in RECIPES: raise ValueError(f"unknown recipe {name!r}; choose one of {list(RECIPES)}")
     if size not in SIZES: raise ValueError(f"size must be one of {SIZES}; got {size!r}")
@@ -87,6 +88,9 @@ def get_recipe(name: str, size: str = 'cpu', **overrides) -> dict:
     r['input_size'] = tuple(r['input_size'])
     if r['teacher_input_size'] is not None: r['teacher_input_size'] = tuple(r['teacher_input_size'])
     if not (isinstance(r['epochs'], int) and r['epochs'] >= 1): raise ValueError(f"epochs must be an int >= 1; got {r['epochs']!r}")
+    u = r['data'].setdefault('unlabelled', 0)
+    if not (isinstance(u, int) and not isinstance(u, bool) and u >= 0):
+        raise ValueError(f"unlabelled (extra training people without labels) must be an int >= 0; got {u!r}")
     return r
 
 def data_config(recipe: dict) -> SynthPoseConfig:
@@ -101,13 +105,18 @@ def build_recipe_model(recipe: dict) -> PoseModel:
 
 # %% ../nbs/24_training.ipynb #eff784d8
 def make_datasets(recipe: dict, data_seed: int = 0, teacher_input_size=None, cache=True) -> tuple:
-    "`(train, val)` SynthPose splits of `recipe`, rendering its `input_size` first and `teacher_input_size` too if given."
+    """`(train, val)` SynthPose splits of `recipe`, rendering its `input_size` first and `teacher_input_size` too if given.
+    With `data['unlabelled'] = N` the training split holds `n_train` labelled people then N unlabelled ones."""
     d = recipe['data']
     sizes = [tuple(recipe['input_size'])]
     if teacher_input_size is not None and tuple(teacher_input_size) != sizes[0]: sizes.append(tuple(teacher_input_size))
     cfg = data_config(recipe)
     mb = lambda n, ss: 1.1 * (n or 10000) * sum(h * w * 3 for h, w in ss) / 2 ** 20 + 64     # enough memory for every render
-    train = SynthPose('train', n=d['n_train'], sizes=sizes, seed=data_seed, config=cfg, cache=cache, cache_mb=max(1024, mb(d['n_train'], sizes)))
+    u = d.get('unlabelled', 0)                       # extra people after the labelled ones: a teacher's to annotate
+    n_lab = d['n_train'] if d['n_train'] is not None else DEFAULT_N['train']
+    n = n_lab + u if u else d['n_train']
+    train = SynthPose('train', n=n, sizes=sizes, seed=data_seed, config=cfg, cache=cache, cache_mb=max(1024, mb(n, sizes)),
+                      n_labelled=n_lab if u else None)
     val = SynthPose('val', n=d['n_val'], sizes=sizes[:1], seed=data_seed, config=cfg, cache=cache, cache_mb=max(1024, mb(d['n_val'], sizes[:1])))
     return train, val
 
@@ -161,12 +170,17 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
                progress: bool = False, live_plot=False, **overrides) -> RecipeRun:
     """Train recipe `name` (or a dict from `get_recipe`) at `size` with training `seed` on SynthPose drawn with
     `data_seed`; `overrides` change recipe keys (see `get_recipe`). `track_valid`: score the validation split after
-    every epoch (the Trainer's `history['valid_PCK']`); the final scores are computed in any case.
+    every epoch (the Trainer's `history['valid_PCK']`); the final scores are computed in any case. `teacher`: a model or
+    a run folder; a student recipe (one that names its teacher) needs it, or `teacher=False` to train alone on purpose.
     Returns `RecipeRun(model, trainer, metrics)`."""
     if isinstance(name, dict):
         if overrides: raise ValueError("give overrides to get_recipe, not with a recipe dict")
         recipe = copy.deepcopy(name)
     else: recipe = get_recipe(name, size, **overrides)
+    if teacher is None and recipe.get('teacher'):
+        raise ValueError(f"recipe {recipe['name']!r} is a student of {recipe['teacher']!r}: pass teacher= (a model, or a run folder "
+                         f"of run_recipe) to distil from it, or teacher=False to train the student alone")
+    if teacher is False: teacher = None
     if isinstance(teacher, (str, Path)): teacher = load_run(teacher).model
     t_size = None
     if teacher is not None:

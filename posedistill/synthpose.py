@@ -615,9 +615,11 @@ class SynthPose(Dataset):
     and rendered at every size in `sizes` (H, W). Training labels carry annotator noise (`keypoints`; the exact ones
     are `keypoints_true`). `augment` (default: train only) mirrors a sample with probability 1/2 per epoch (`set_epoch`).
     `cache`: True keeps rendered images in memory (up to `cache_mb` MiB per process), a directory keeps memory-mapped
-    files there (shared by workers, reused by later runs), False renders every time."""
+    files there (shared by workers, reused by later runs), False renders every time. `n_labelled` (train only): only the
+    first `n_labelled` people carry labels; the others are UNLABELLED (`visible` 0, `labelled` False; their exact
+    `keypoints_true` stay for diagnostics), people a teacher can annotate for a student."""
     def __init__(self, split='train', n=None, sizes=((256, 192),), seed=0, config=None, augment=None, cache=True,
-                 cache_mb: float = 1024):
+                 cache_mb: float = 1024, n_labelled: int | None = None):
         if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
         n = DEFAULT_N[split] if n is None else n
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
@@ -627,6 +629,11 @@ class SynthPose(Dataset):
         if config is not None and not isinstance(config, SynthPoseConfig):
             raise ValueError(f"config must be a SynthPoseConfig or None; got {type(config).__name__}")
         self.split, self.n, self.seed, self.sizes = split, int(n), int(seed), _sizes(sizes)
+        if n_labelled is not None:
+            if split != 'train': raise ValueError(f"n_labelled is for the train split (the others are exact); got split={split!r}")
+            if not (isinstance(n_labelled, (int, np.integer)) and 0 <= n_labelled <= self.n):
+                raise ValueError(f"n_labelled must be an int in [0, n={self.n}]; got {n_labelled!r}")
+        self.n_labelled = self.n if n_labelled is None else int(n_labelled)
         self.config = config or SynthPoseConfig()
         self.split_id = SPLITS.index(split)
         self.augment = (split == 'train') if augment is None else bool(augment)
@@ -677,6 +684,7 @@ class SynthPose(Dataset):
         k, v = a['keypoints'], a['visible']
         if self.split == 'train':
             k, v = noisy_labels(k, v, a['area'], a['back_view'], self.rng(i, 1), self.config, self.aspect)
+            if i >= self.n_labelled: k, v = np.zeros_like(k), np.zeros_like(v)      # an unlabelled person
         return dict(keypoints_true=a['keypoints'], visible_true=a['visible'], keypoints=k, visible=v, bbox=a['bbox'],
                     area=a['area'], back_view=a['back_view'])
 
@@ -736,7 +744,7 @@ class SynthPose(Dataset):
                            visible_true=torch.as_tensor(vt, dtype=torch.float32))
             out[f'image_{_key(s)}'] = t; out[f'keypoints_{_key(s)}'] = kp
         out.update(center=torch.tensor([(W0 - 1) / 2, (H0 - 1) / 2]), scale=torch.tensor([float(W0), float(H0)]),
-                   rotation=torch.tensor(0.), flipped=flipped, image_id=i + 1, index=i)
+                   rotation=torch.tensor(0.), flipped=flipped, image_id=i + 1, index=i, labelled=i < self.n_labelled)
         return out
 
 # %% ../nbs/03_synthpose.ipynb #80870998

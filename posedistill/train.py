@@ -4,7 +4,7 @@
 
 # %% ../nbs/23_train.ipynb #400a06f1
 from __future__ import annotations
-import argparse, contextlib, functools, gc, math, os, random, tempfile, time, types, warnings
+import argparse, contextlib, functools, gc, json, math, os, random, tempfile, time, types, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,10 +16,10 @@ from .transforms import rescale_coords
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'METRICS', 'set_seed', 'get_device', 'to_device', 'get_rng_state', 'set_rng_state', 'lr_factor',
-           'make_scheduler', 'make_optimizer', 'prev_path', 'atomic_write', 'save_checkpoint', 'load_checkpoint',
-           'TinyPose', 'RandomPoses', 'freeze', 'seeded_loader', 'set_epoch', 'collect_predictions', 'evaluate',
-           'dist_env', 'init_distributed', 'amp_dtype', 'in_notebook', 'Callback', 'LivePlot', 'NonFiniteLossError',
-           'Trainer', 'train_parser', 'train_main']
+           'make_scheduler', 'make_optimizer', 'prev_path', 'atomic_write', 'save_checkpoint', 'log_path',
+           'load_checkpoint', 'TinyPose', 'RandomPoses', 'freeze', 'seeded_loader', 'set_epoch', 'collect_predictions',
+           'evaluate', 'dist_env', 'init_distributed', 'amp_dtype', 'in_notebook', 'Callback', 'LivePlot',
+           'NonFiniteLossError', 'Trainer', 'train_parser', 'train_main']
 
 # %% ../nbs/23_train.ipynb #9d2d5f35
 def set_seed(seed: int, deterministic: bool = False) -> int:
@@ -150,6 +150,10 @@ def atomic_write(path, write, keep_prev: bool = False) -> Path:
 def save_checkpoint(path, state: dict, keep_prev: bool = True) -> Path:
     "Write `state` with `torch.save` atomically (`atomic_write`); with `keep_prev` the file it replaces becomes `prev_path(path)`."
     return atomic_write(path, lambda f: torch.save(state, f), keep_prev)
+
+def log_path(path) -> Path:
+    "Where the per-step training log of checkpoint `path` lives: beside it, `last.pt` -> `last.log.json`."
+    path = Path(path); return path.with_name(path.stem + '.log.json')
 
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`; a clear error names a missing or corrupted file."
@@ -471,6 +475,11 @@ class Trainer:
         # --- models
         self.model = model.to(self.device)
         self.teacher = None if teacher is None else freeze(teacher).to(self.device)
+        # the teacher runs only if some extra loss reads its output (a loss fn may declare needs_teacher = False)
+        self.run_teacher = self.teacher is not None and any(getattr(fn, 'needs_teacher', True) for fn in self.extra_losses.values())
+        if self.teacher is not None and not self.run_teacher:
+            warnings.warn("a teacher was given but no extra loss reads its output (none, or all declare needs_teacher=False): "
+                          "its forward pass is skipped")
         self.loss_modules = {k: fn.to(self.device) for k, fn in self.extra_losses.items() if _is_module(fn)}
         self.ddp_model = self.model if self.world_size == 1 else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None, **(ddp_kwargs or {}))
@@ -520,7 +529,7 @@ class Trainer:
     def _check_batch(self, batch):
         "First batch only: the inputs exist and have the sizes the models expect."
         if not isinstance(batch, dict): raise ValueError(f"batches must be dicts (see CONTRIBUTING.md); got {type(batch).__name__}")
-        pairs = [('student_input', self.student_input, self.model)] + ([('teacher_input', self.teacher_input, self.teacher)] if self.teacher is not None else [])
+        pairs = [('student_input', self.student_input, self.model)] + ([('teacher_input', self.teacher_input, self.teacher)] if self.run_teacher else [])
         for what, key, m in pairs:
             if key not in batch: raise KeyError(f"the batch has no {key!r} ({what}); its keys are {sorted(batch)}")
             size = getattr(_unwrap(m), 'input_size', None)
@@ -567,7 +576,7 @@ class Trainer:
         with self._autocast():
             out = self.ddp_model(batch[self.student_input])
             t_out = None
-            if self.teacher is not None:
+            if self.run_teacher:
                 with torch.no_grad(): t_out = self.teacher(batch[self.teacher_input])
             terms = self._terms(out, t_out, batch)
         weighted = [self.loss_weights.get(n, 1.) * v.float() for n, v in terms.items() if self.loss_weights.get(n, 1.) != 0]
@@ -660,14 +669,17 @@ class Trainer:
         return {'format': 'posedistill.train/1', 'model': _unwrap(self.model).state_dict(), 'optimizer': self.opt.state_dict(),
                 'scheduler': self.scheduler.state_dict(), 'scaler': self.scaler.state_dict(),
                 'loss_modules': {k: m.state_dict() for k, m in self.loss_modules.items()}, 'epoch': self.epoch, 'step': self.step,
-                'history': self.history, 'steps_log': self.steps_log, 'rng': get_rng_state(), 'config': self.config}
+                'history': self.history, 'rng': get_rng_state(), 'config': self.config}      # steps_log: beside, in JSON
 
     def save(self, path=None) -> Path:
         "Write `state_dict()` atomically to `path` (default `ckpt_dir/last.pt`, keeping the previous one as `prev.pt`)."
         if path is None:
             if self.ckpt_dir is None: raise ValueError("save() needs a path: this Trainer has no ckpt_dir")
             path = self.ckpt_dir / 'last.pt'
-        return save_checkpoint(path, self.state_dict())
+        path = save_checkpoint(path, self.state_dict())
+        log = json.dumps({'step': self.step, 'steps_log': self.steps_log}).encode()   # the per-step log rides beside
+        atomic_write(log_path(path), lambda f: f.write(log))
+        return path
 
     def close(self) -> 'Trainer':
         """Drop the DDP wrapper: its reducer holds communication work that must not outlive the process group (a rank
@@ -697,7 +709,10 @@ class Trainer:
         self.scheduler.load_state_dict(st['scheduler'])
         if st.get('scaler'): self.scaler.load_state_dict(st['scaler'])
         self.epoch, self.step = int(st['epoch']), int(st['step'])
-        self.history, self.steps_log = st.get('history', {}), st.get('steps_log', {})
+        self.history, self.steps_log = st.get('history', {}), st.get('steps_log', {})     # older checkpoints carry it
+        for lp in (log_path(path), log_path(path.with_name('last.pt'))):
+            if lp.is_file():                                       # the log may be an epoch ahead of prev.pt: cut it
+                self.steps_log = {k: v[:self.step] for k, v in json.loads(lp.read_text())['steps_log'].items()}; break
         set_rng_state(st['rng'])
         old = st.get('config', {})
         diff = [f"{k}: {old[k]!r} -> {v!r}" for k, v in self.config.items() if k in old and old[k] != v]
