@@ -10,7 +10,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['COCO17', 'MPII16', 'SCHEMAS', 'KeypointSchema', 'get_schema', 'check_keypoints', 'flip_keypoints']
 
-# %% ../nbs/00_keypoints.ipynb #6188f0b5
+# %% ../nbs/00_keypoints.ipynb #cb4a42a9
 @dataclass(frozen=True, eq=False)
 class KeypointSchema:
     "The names, flip pairs, skeleton and OKS sigmas of a keypoint layout."
@@ -21,13 +21,17 @@ class KeypointSchema:
     sigmas: tuple | None = None  # COCO OKS sigmas, one per joint (None when the dataset has none)
 
     def __post_init__(self):
-        K = len(self.names)
-        if len(self.flip_indices) != K: raise ValueError(f"{self.name}: flip_indices has {len(self.flip_indices)} entries, expected {K}")
-        if sorted(self.flip_indices) != list(range(K)): raise ValueError(f"{self.name}: flip_indices must be a permutation of 0..{K-1}")
-        if any(self.flip_indices[self.flip_indices[i]] != i for i in range(K)):
-            raise ValueError(f"{self.name}: flip_indices must be an involution (flipping twice is the identity)")
+        K, fi = len(self.names), self.flip_indices
+        if len(fi) != K:
+            raise ValueError(f"{self.name}: flip_indices has {len(fi)} entries, expected {K}")
+        if sorted(fi) != list(range(K)):
+            raise ValueError(f"{self.name}: flip_indices must be a permutation of 0..{K-1}")
+        if any(fi[fi[i]] != i for i in range(K)):
+            raise ValueError(f"{self.name}: flip_indices must be an involution "
+                             "(flipping twice is the identity)")
         for i, j in self.skeleton:
-            if not (0 <= i < K and 0 <= j < K): raise ValueError(f"{self.name}: skeleton edge ({i}, {j}) is out of range 0..{K-1}")
+            if not (0 <= i < K and 0 <= j < K):
+                raise ValueError(f"{self.name}: skeleton edge ({i}, {j}) is out of range 0..{K-1}")
         if self.sigmas is not None and len(self.sigmas) != K:
             raise ValueError(f"{self.name}: {len(self.sigmas)} sigmas, expected {K}")
 
@@ -35,31 +39,37 @@ class KeypointSchema:
     def num_keypoints(self) -> int: return len(self.names)
     def index(self, name: str) -> int:
         "The index of joint `name`."
-        if name not in self.names: raise KeyError(f"{self.name} has no joint {name!r}; joints are {list(self.names)}")
+        if name not in self.names:
+            raise KeyError(f"{self.name} has no joint {name!r}; joints are {list(self.names)}")
         return self.names.index(name)
     def __repr__(self): return f"KeypointSchema({self.name!r}, {self.num_keypoints} joints)"
 
-# %% ../nbs/00_keypoints.ipynb #2d729683
+# %% ../nbs/00_keypoints.ipynb #aa48461e
 COCO17 = KeypointSchema(
     name='coco17',
-    names=('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
-           'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
-           'left_knee', 'right_knee', 'left_ankle', 'right_ankle'),
+    names=('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
+           'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow',
+           'left_wrist', 'right_wrist',
+           'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle'),
     flip_indices=(0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15),
-    skeleton=((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),
-              (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)),
-    sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089))
+    skeleton=((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12),   # legs, hips
+              (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),                              # shoulders, arms
+              (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)),               # face, ears
+    sigmas=(.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062,
+            .107, .107, .087, .087, .089, .089))
 COCO17
 
-# %% ../nbs/00_keypoints.ipynb #a7eef9ad
+# %% ../nbs/00_keypoints.ipynb #303e3726
 MPII16 = KeypointSchema(
     name='mpii16',
-    names=('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle', 'pelvis', 'thorax',
-           'upper_neck', 'head_top', 'right_wrist', 'right_elbow', 'right_shoulder', 'left_shoulder',
-           'left_elbow', 'left_wrist'),
+    names=('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle',
+           'pelvis', 'thorax', 'upper_neck', 'head_top',
+           'right_wrist', 'right_elbow', 'right_shoulder',
+           'left_shoulder', 'left_elbow', 'left_wrist'),
     flip_indices=(5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10),
-    skeleton=((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (7, 12), (12, 11),
-              (11, 10), (7, 13), (13, 14), (14, 15)),
+    skeleton=((0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5),                        # legs
+              (6, 7), (7, 8), (8, 9),                                                 # trunk, head
+              (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)),              # arms
     sigmas=None)
 MPII16
 
@@ -87,9 +97,10 @@ def check_keypoints(kpts, schema=None, name='keypoints', ndim_last=2):
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
     return a
 
-# %% ../nbs/00_keypoints.ipynb #7e6d4f8c
+# %% ../nbs/00_keypoints.ipynb #2b9ecce4
 def flip_keypoints(kpts, visible, width, schema):
-    "Mirror `kpts (..., K, 2)` horizontally in an image `width` pixels wide and swap left/right joints (and `visible`)."
+    """Mirror `kpts (..., K, 2)` horizontally in an image `width` pixels wide and swap left/right
+    joints (and `visible`, if given). Returns `(keypoints, visible)`."""
     fi = list(get_schema(schema).flip_indices)
     k = np.array(kpts, dtype=np.float64, copy=True)
     k[..., 0] = width - 1 - k[..., 0]
