@@ -21,10 +21,14 @@ def _size(size, name='size'):
     if h <= 0 or w <= 0: raise ValueError(f"{name} must be positive, got (H, W) = ({h}, {w})")
     return h, w
 
+# %% ../nbs/01_transforms.ipynb #04664cd7
 def rescale_coords(kpts, from_size, to_size):
-    "Map `(x, y)` coordinates `(..., 2)` from an image of `from_size (H, W)` to the same view at `to_size (H, W)`."
+    """Map `(x, y)` coordinates `(..., 2)` (numpy or torch) from an image of `from_size (H, W)` to
+    the same view at `to_size (H, W)`: `x' = (x + 0.5) * W'/W - 0.5`, and the same for `y`."""
     (h0, w0), (h1, w1) = _size(from_size, 'from_size'), _size(to_size, 'to_size')
-    f = np.array([w1 / w0, h1 / h0]) if not torch.is_tensor(kpts) else torch.tensor([w1 / w0, h1 / h0], dtype=kpts.dtype, device=kpts.device)
+    f = [w1 / w0, h1 / h0]
+    if torch.is_tensor(kpts): f = torch.tensor(f, dtype=kpts.dtype, device=kpts.device)
+    else: f = np.array(f)
     return (kpts + 0.5) * f - 0.5
 
 # %% ../nbs/01_transforms.ipynb #b114d12c
@@ -47,30 +51,33 @@ def denormalize(t) -> np.ndarray:
     m, s = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     return (t * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
 
-# %% ../nbs/01_transforms.ipynb #37cdcb1c
+# %% ../nbs/01_transforms.ipynb #8bef4f6e
 def bbox_to_center_scale(bbox, aspect_ratio: float, padding: float = 1.25):
-    "COCO box `(x, y, w, h)` -> centre `(2,)` and crop size `(w, h)` with `w/h == aspect_ratio`, padded by `padding`."
+    """COCO box `(x, y, w, h)` -> centre `(2,)` and crop size `(w, h)` with `w/h == aspect_ratio`,
+    padded by `padding`."""
     x, y, w, h = [float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(-1)[:4]]
     if not all(map(math.isfinite, (x, y, w, h))): raise ValueError(f"bbox contains NaN or inf: {bbox}")
-    if w <= 0 or h <= 0: raise ValueError(f"bbox width and height must be positive; got w={w}, h={h}")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"bbox width and height must be positive; got w={w}, h={h}")
     if aspect_ratio <= 0: raise ValueError(f"aspect_ratio must be positive; got {aspect_ratio}")
     center = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5])   # COCO boxes are in corner coordinates
     if w > aspect_ratio * h: h = w / aspect_ratio
     else: w = h * aspect_ratio
     return center, np.array([w, h]) * padding
 
-# %% ../nbs/01_transforms.ipynb #bca96698
-def get_affine_matrix(center, scale, rotation: float, out_size, inverse: bool = False) -> np.ndarray:
+# %% ../nbs/01_transforms.ipynb #7d62f67b
+def get_affine_matrix(center, scale, rotation: float, out_size, inverse: bool = False):
     """The 2x3 matrix taking original-image coordinates to crop coordinates (or back, if `inverse`).
-    `center (2,)` and `scale (w, h)` describe the crop box in the original image, `rotation` is in degrees
-    (counter-clockwise on screen), `out_size` is the crop's `(H, W)`."""
+    `center (2,)` and `scale (w, h)` describe the crop box in the original image, `rotation` is in
+    degrees (counter-clockwise on screen), `out_size` is the crop's `(H, W)`."""
     H, W = _size(out_size, 'out_size')
     sw, sh = float(scale[0]), float(scale[1])
-    if not (sw > 0 and sh > 0): raise ValueError(f"crop scale (w, h) must be positive; got ({sw}, {sh})")
+    if not (sw > 0 and sh > 0):
+        raise ValueError(f"crop scale (w, h) must be positive; got ({sw}, {sh})")
     c = np.asarray(center, dtype=np.float64).reshape(2)
     if not np.isfinite(c).all(): raise ValueError(f"crop center contains NaN or inf: {c}")
     t = math.radians(rotation)
-    R = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])   # y points down on screen
+    R = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])   # y points down
     S = np.diag([W / sw, H / sh])
     A = S @ R
     o = np.array([(W - 1) / 2, (H - 1) / 2])
@@ -89,28 +96,32 @@ def affine_points(pts, M) -> np.ndarray:
     p = np.asarray(pts, dtype=np.float64)
     return p @ np.asarray(M)[:, :2].T + np.asarray(M)[:, 2]
 
-# %% ../nbs/01_transforms.ipynb #c78f78d0
+# %% ../nbs/01_transforms.ipynb #ad180be3
 def warp_image(img: np.ndarray, M, out_size, fill=0) -> np.ndarray:
-    "Warp an `(H, W, 3)` uint8 image with the 2x3 matrix `M` (original -> crop) into an image of `out_size (H, W)`."
+    """Warp an `(H, W, 3)` uint8 image with the 2x3 matrix `M` (original -> crop) into an image of
+    `out_size (H, W)`, sampling bilinearly."""
     H, W = _size(out_size, 'out_size')
     img = np.asarray(img)
-    if img.ndim != 3 or img.shape[2] != 3: raise ValueError(f"image must have shape (H, W, 3); got {img.shape}")
-    Mi = invert_affine(M)                          # crop -> original, pixel-centre convention
-    T = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]); Tm = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3); got {img.shape}")
+    Mi = invert_affine(M)                            # crop -> original, pixel-centre convention
+    T = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    Tm = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     Mc = (T @ np.vstack([Mi, [0, 0, 1]]) @ Tm)[:2]   # the same map in Pillow's corner convention
     pil = Image.fromarray(img.astype(np.uint8))
-    out = pil.transform((W, H), Image.Transform.AFFINE, data=tuple(Mc.reshape(-1)), resample=Image.Resampling.BILINEAR,
-                        fillcolor=(fill, fill, fill))
+    out = pil.transform((W, H), Image.Transform.AFFINE, data=tuple(Mc.reshape(-1)),
+                        resample=Image.Resampling.BILINEAR, fillcolor=(fill, fill, fill))
     return np.asarray(out)
 
-# %% ../nbs/01_transforms.ipynb #f46b33a6
+# %% ../nbs/01_transforms.ipynb #5693582e
 def crop_to_image(kpts, center, scale, out_size, rotation: float = 0.) -> np.ndarray:
-    "Map keypoints `(K, 2)` (or `(B, K, 2)` with per-sample `center (B,2)`, `scale (B,2)`, `rotation (B,)`) from crop to original-image coordinates."
+    """Map keypoints `(K, 2)` (or `(B, K, 2)` with per-sample `center (B, 2)`, `scale (B, 2)`,
+    `rotation (B,)`) from crop to original-image coordinates. Unflipped crops only (see above)."""
     k = np.asarray(kpts.detach().cpu() if torch.is_tensor(kpts) else kpts, dtype=np.float64)
     c = np.asarray(center.cpu() if torch.is_tensor(center) else center, dtype=np.float64)
     s = np.asarray(scale.cpu() if torch.is_tensor(scale) else scale, dtype=np.float64)
     r = np.asarray(rotation.cpu() if torch.is_tensor(rotation) else rotation, dtype=np.float64)
-    if k.ndim == 2: return affine_points(k, get_affine_matrix(c, s, float(r), out_size, inverse=True))
+    back = lambda k, c, s, r: affine_points(k, get_affine_matrix(c, s, float(r), out_size, inverse=True))
+    if k.ndim == 2: return back(k, c, s, r)
     r = np.broadcast_to(r, (k.shape[0],))
-    return np.stack([affine_points(k[i], get_affine_matrix(c[i], s[i], float(r[i]), out_size, inverse=True))
-                     for i in range(k.shape[0])])
+    return np.stack([back(k[i], c[i], s[i], r[i]) for i in range(k.shape[0])])
