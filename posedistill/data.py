@@ -44,7 +44,7 @@ def load_json(path, what: str = 'annotation file'):
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {p} is not valid JSON: {e}") from None
 
-# %% ../nbs/04_data.ipynb #5bdac799
+# %% ../nbs/04_data.ipynb #bd6f4dea
 @dataclass
 class PoseAugment:
     "Training augmentation of a top-down crop (SimpleBaseline/HRNet defaults)."
@@ -53,18 +53,24 @@ class PoseAugment:
     rot_factor: float = 45.           # r_f (degrees): rotation ~ clip(N(0, r_f), -2 r_f, 2 r_f)
     rot_prob: float = 0.6             # probability of rotating at all
     half_body_prob: float = 0.3       # probability of a half-body crop
-    half_body_min_joints: int = 8     # half body only for people with more labelled joints than this
+    half_body_min_joints: int = 8     # half body only for people with more labelled joints
     half_body_padding: float = 1.5    # padding of the half-body box
 
     def __post_init__(self):
         for n in ('flip_prob', 'rot_prob', 'half_body_prob'):
             p = getattr(self, n)
-            if not 0 <= p <= 1: raise ValueError(f"PoseAugment.{n} must be a probability in [0, 1]; got {p}")
-        if not 0 <= self.scale_factor < 1: raise ValueError(f"PoseAugment.scale_factor must be in [0, 1); got {self.scale_factor}")
-        if self.rot_factor < 0: raise ValueError(f"PoseAugment.rot_factor must be >= 0 degrees; got {self.rot_factor}")
-        if self.half_body_padding <= 0: raise ValueError(f"PoseAugment.half_body_padding must be positive; got {self.half_body_padding}")
+            if not 0 <= p <= 1:
+                raise ValueError(f"PoseAugment.{n} must be a probability in [0, 1]; got {p}")
+        if not 0 <= self.scale_factor < 1:
+            raise ValueError(f"PoseAugment.scale_factor must be in [0, 1); got {self.scale_factor}")
+        if self.rot_factor < 0:
+            raise ValueError(f"PoseAugment.rot_factor must be >= 0 degrees; got {self.rot_factor}")
+        if self.half_body_padding <= 0:
+            raise ValueError(f"PoseAugment.half_body_padding must be positive; "
+                             f"got {self.half_body_padding}")
 
-NO_AUGMENT = PoseAugment(flip_prob=0., scale_factor=0., rot_factor=0., rot_prob=0., half_body_prob=0.)
+NO_AUGMENT = PoseAugment(flip_prob=0., scale_factor=0., rot_factor=0., rot_prob=0.,
+                         half_body_prob=0.)
 
 # %% ../nbs/04_data.ipynb #e24b1667
 UPPER_BODY = {'coco17': tuple(range(11)), 'mpii16': tuple(range(7, 16))}
@@ -92,7 +98,7 @@ def half_body_box(kpts, visible, schema, aspect_ratio: float, padding: float, u:
     w, h = fix_aspect(max(w, 1e-6), max(h, 1e-6), aspect_ratio)
     return (lo + hi) / 2, np.array([w, h]) * padding
 
-# %% ../nbs/04_data.ipynb #56c71e81
+# %% ../nbs/04_data.ipynb #1ce3d81b
 def crop_matrix(center, scale, rotation: float, out_size, flip: bool = False) -> np.ndarray:
     "The 2x3 matrix original image -> crop of `out_size (H, W)`, mirrored after cropping if `flip`."
     M = get_affine_matrix(center, scale, rotation, out_size)
@@ -102,16 +108,19 @@ def crop_matrix(center, scale, rotation: float, out_size, flip: bool = False) ->
         M = (F @ np.vstack([M, [0., 0., 1.]]))[:2]
     return M
 
-# %% ../nbs/04_data.ipynb #4b06fbad
-def uncrop_keypoints(kpts, center, scale, out_size, rotation=0., flipped=False, schema=None, scores=None):
-    """Map crop keypoints `(K, 2)` or `(B, K, 2)` back to original-image pixels. `center`, `scale`, `rotation`,
-    `flipped` are a sample's (or a batch's) fields. Flipped crops need `schema` (for the left/right swap); their
-    `scores (B, K)`, if given, are permuted too. Returns the keypoints, or `(keypoints, scores)` if `scores` is given."""
+# %% ../nbs/04_data.ipynb #e8941397
+def uncrop_keypoints(kpts, center, scale, out_size, rotation=0., flipped=False, schema=None,
+                     scores=None):
+    """Map crop keypoints `(K, 2)` or `(B, K, 2)` back to original-image pixels. `center`, `scale`,
+    `rotation`, `flipped` are a sample's (or a batch's) fields. Flipped crops need `schema` (for the
+    left/right swap); their `scores (B, K)`, if given, are permuted too. Returns the keypoints, or
+    `(keypoints, scores)` if `scores` is given."""
     t = lambda x: np.asarray(x.detach().cpu() if torch.is_tensor(x) else x)
     k = t(kpts).astype(np.float64)
     single = k.ndim == 2
     if single: k = k[None]
-    if k.ndim != 3 or k.shape[-1] != 2: raise ValueError(f"kpts must have shape (K, 2) or (B, K, 2); got {tuple(t(kpts).shape)}")
+    if k.ndim != 3 or k.shape[-1] != 2:
+        raise ValueError(f"kpts must have shape (K, 2) or (B, K, 2); got {tuple(t(kpts).shape)}")
     B, K = k.shape[:2]
     c = np.broadcast_to(t(center).astype(np.float64).reshape(-1, 2), (B, 2))
     s = np.broadcast_to(t(scale).astype(np.float64).reshape(-1, 2), (B, 2))
@@ -119,7 +128,9 @@ def uncrop_keypoints(kpts, center, scale, out_size, rotation=0., flipped=False, 
     f = np.broadcast_to(t(flipped).astype(bool).reshape(-1), (B,))
     sc = None if scores is None else t(scores).astype(np.float64).reshape(B, K).copy()
     if f.any():
-        if schema is None: raise ValueError("uncrop_keypoints: flipped samples need `schema` to swap left/right joints")
+        if schema is None:
+            raise ValueError("uncrop_keypoints: flipped samples need `schema` "
+                             "to swap left/right joints")
         W = _size(out_size, 'out_size')[1]
         fi = list(get_schema(schema).flip_indices)
         k = k.copy()
@@ -135,9 +146,11 @@ def _sizes(input_size, sizes):
     extra = [] if sizes is None else [_size(s, 'sizes entry') for s in sizes]
     return [main] + [s for s in dict.fromkeys(extra) if s != main]
 
+# %% ../nbs/04_data.ipynb #237a318e
 class TopDownDataset(Dataset):
-    "Base class: `records` -> top-down sample dicts (see `CONTRIBUTING.md`). Subclasses fill `self.records`."
-    def __init__(self, records, schema, input_size, sizes=None, augment=None, seed: int = 0, padding: float = 1.25):
+    "Base class: `records` -> top-down sample dicts (listed above). Subclasses fill `self.records`."
+    def __init__(self, records, schema, input_size, sizes=None, augment=None, seed: int = 0,
+                 padding: float = 1.25):
         self.records, self.schema = records, get_schema(schema)
         self.sizes = _sizes(input_size, sizes)
         self.input_size = self.sizes[0]
@@ -161,24 +174,29 @@ class TopDownDataset(Dataset):
         with Image.open(p) as im: return np.asarray(im.convert('RGB'))
 
     def crop_params(self, i: int) -> dict:
-        "The crop of sample `i` at the current epoch: `center`, `scale` (box w, h), `rotation` (deg), `flipped`."
+        """The crop of sample `i` at the current epoch: `center`, `scale` (box w, h), `rotation` (deg),
+        `flipped`."""
         rec, a = self.records[i], self.augment
         c, s = np.array(rec['center'], dtype=np.float64), np.array(rec['scale'], dtype=np.float64)
         r, flip = 0., False
         if a is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i])
-            u_half, u_upper, z_s, u_rot, z_r, u_flip = rng.random(), rng.random(), rng.normal(), rng.random(), rng.normal(), rng.random()
+            u_half, u_upper, z_s = rng.random(), rng.random(), rng.normal()
+            u_rot, z_r, u_flip = rng.random(), rng.normal(), rng.random()
             vis = rec['visible'] > 0
             if u_half < a.half_body_prob and vis.sum() > a.half_body_min_joints:
-                hb = half_body_box(rec['keypoints'], rec['visible'], self.schema, self.aspect_ratio, a.half_body_padding, u_upper)
+                hb = half_body_box(rec['keypoints'], rec['visible'], self.schema, self.aspect_ratio,
+                                   a.half_body_padding, u_upper)
                 if hb is not None: c, s = hb
-            if a.scale_factor > 0: s = s * float(np.clip(1 + a.scale_factor * z_s, 1 - a.scale_factor, 1 + a.scale_factor))
-            if u_rot < a.rot_prob and a.rot_factor > 0: r = float(np.clip(a.rot_factor * z_r, -2 * a.rot_factor, 2 * a.rot_factor))
+            sf, rf = a.scale_factor, a.rot_factor
+            if sf > 0: s = s * float(np.clip(1 + sf * z_s, 1 - sf, 1 + sf))
+            if u_rot < a.rot_prob and rf > 0: r = float(np.clip(rf * z_r, -2 * rf, 2 * rf))
             flip = bool(u_flip < a.flip_prob)
         return dict(center=c, scale=s, rotation=r, flipped=flip)
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for a dataset of {len(self)} samples")
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} samples")
         i = i % len(self)
         rec, img = self.records[i], self.load_image(i)
         p = self.crop_params(i)
@@ -191,16 +209,19 @@ class TopDownDataset(Dataset):
             M = crop_matrix(p['center'], p['scale'], p['rotation'], (H, W), p['flipped'])
             k = affine_points(k0, M)
             if p['flipped']: k = k[fi]
-            if n == 0:   # joints outside the crop: visibility 0 (the same for every size: the box is the same)
-                inside = (k[:, 0] >= -0.5) & (k[:, 0] <= W - 0.5) & (k[:, 1] >= -0.5) & (k[:, 1] <= H - 0.5)
+            # np.array: a writable copy for torch
+            crop = normalize(np.array(warp_image(img, M, (H, W))))
+            # joints outside the crop: visibility 0 (the same for every size: the same box)
+            if n == 0:
+                inside = ((k >= -0.5) & (k <= (W - 0.5, H - 0.5))).all(1)
                 v = np.where(inside, v, 0)
-                out['image'] = normalize(np.array(warp_image(img, M, (H, W))))   # a writable copy for torch
-                out['keypoints'] = torch.tensor(k, dtype=torch.float32)
-                out['visible'] = torch.tensor(v, dtype=torch.int64)
-            out[f'image_{H}x{W}'] = out['image'] if n == 0 else normalize(np.array(warp_image(img, M, (H, W))))
+                out.update(image=crop, keypoints=torch.tensor(k, dtype=torch.float32),
+                           visible=torch.tensor(v, dtype=torch.int64))
+            out[f'image_{H}x{W}'] = crop
             out[f'keypoints_{H}x{W}'] = torch.tensor(k, dtype=torch.float32)
-        out.update(center=torch.tensor(p['center'], dtype=torch.float32), scale=torch.tensor(p['scale'], dtype=torch.float32),
-                   rotation=float(p['rotation']), flipped=bool(p['flipped']), image_id=int(rec['image_id']), index=int(i))
+        f32 = lambda a: torch.tensor(a, dtype=torch.float32)
+        out.update(center=f32(p['center']), scale=f32(p['scale']), rotation=float(p['rotation']),
+                   flipped=bool(p['flipped']), image_id=int(rec['image_id']), index=int(i))
         for key in self.extra_fields: out[key] = rec[key]
         return out
 
@@ -328,7 +349,8 @@ class MPIIPose(TopDownDataset):
 
 # %% ../nbs/04_data.ipynb #8d60941a
 def seed_worker(worker_id: int):
-    "DataLoader `worker_init_fn`: seed numpy and `random` from torch's per-worker seed (derived from the loader's generator)."
+    """DataLoader `worker_init_fn`: seed numpy and `random` from torch's per-worker seed (derived from the
+    loader's generator)."""
     s = torch.initial_seed() % 2**32
     np.random.seed(s); random.seed(s)
 
