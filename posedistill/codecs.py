@@ -71,11 +71,12 @@ class Codec:
         return f"{type(self).__name__}({args})"
     _repr_args = ('input_size',)
 
-# %% ../nbs/05_codecs.ipynb #e35e90c4
+# %% ../nbs/05_codecs.ipynb #2dee35cc
 class RegressionCodec(Codec):
-    "Keypoints <-> normalised coordinates `coords (B, K, 2)`, `u = (x + 0.5) / W`, `v = (y + 0.5) / H`."
+    "Keypoints <-> normalised coordinates `coords (B, K, 2)`: `u = (x + 0.5) / W`, `v = (y + 0.5) / H`."
     def encode(self, keypoints, visible=None) -> dict:
-        "`keypoints (B, K, 2)` pixels -> `{'coords': (B, K, 2) in [0, 1] inside the image, 'target_weight': (B, K)}`."
+        """`keypoints (B, K, 2)` pixels -> `{'coords': (B, K, 2), 'target_weight': (B, K)}`, the
+        coordinates in [0, 1] inside the image."""
         k, v, b, n = self._prep(keypoints, visible)
         H, W = self.input_size
         w = self._weight(k, v)
@@ -84,16 +85,19 @@ class RegressionCodec(Codec):
         return {'coords': self._out(coords, b, n), 'target_weight': self._out(w, b, n)}
 
     def decode(self, coords, scores=None):
-        "`coords (B, K, 2)` normalised -> `(keypoints (B, K, 2) pixels, scores (B, K))`; scores are ones unless given."
+        """`coords (B, K, 2)` normalised -> `(keypoints (B, K, 2) pixels, scores (B, K))`; scores are
+        ones unless given."""
         c, b, n = self._tensor(coords, 'coords', 2)
-        if c.shape[-1] != 2: raise ValueError(f"coords must have shape (B, K, 2); got {tuple(c.shape)}")
+        if c.shape[-1] != 2:
+            raise ValueError(f"coords must have shape (B, K, 2); got {tuple(c.shape)}")
         H, W = self.input_size
         k = c * torch.tensor([W, H], dtype=c.dtype, device=c.device) - 0.5
         if scores is None: s = torch.ones(c.shape[:2], dtype=c.dtype, device=c.device)
         else:
             s = torch.as_tensor(np.asarray(scores)) if not torch.is_tensor(scores) else scores
             if not b: s = s[None]
-            if tuple(s.shape) != tuple(c.shape[:2]): raise ValueError(f"scores must have shape {tuple(c.shape[:2])}; got {tuple(s.shape)}")
+            if tuple(s.shape) != tuple(c.shape[:2]):
+                raise ValueError(f"scores must have shape {tuple(c.shape[:2])}; got {tuple(s.shape)}")
         return self._out(k, b, n), self._out(s, b, n)
 
 # %% ../nbs/05_codecs.ipynb #ee348998
@@ -109,7 +113,7 @@ def _argmax2d(maps):
     return idx % w, torch.div(idx, w, rounding_mode='floor'), val
 
 def _blur_matrix(n, kernel, dtype, device):
-    "The (n, n) banded matrix of a 1-D Gaussian blur of odd size `kernel` (OpenCV's default sigma), zero beyond the ends."
+    "The (n, n) banded matrix of a 1-D Gaussian blur of odd size `kernel` (OpenCV's sigma), zero beyond the ends."
     r = kernel // 2
     s = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8                      # cv2.getGaussianKernel's sigma for this size
     g = torch.exp(-torch.arange(-r, r + 1, dtype=dtype, device=device) ** 2 / (2 * s * s)); g = g / g.sum()
@@ -123,127 +127,150 @@ def gaussian_blur(maps, kernel: int):
     h, w = maps.shape[-2:]
     return _blur_matrix(h, kernel, maps.dtype, maps.device) @ maps @ _blur_matrix(w, kernel, maps.dtype, maps.device)
 
+# %% ../nbs/05_codecs.ipynb #768f0bd2
 def dark_refine(maps, ix, iy, blur_kernel: int = 11, max_shift: float = 1.):
-    "DARK: sub-pixel maxima `(x, y) (B, K)` of `maps (B, K, h, w)` from integer argmaxes `ix, iy`, by one Newton step on log(blurred map)."
+    """DARK: sub-pixel maxima `(x, y) (B, K)` of `maps (B, K, h, w)` from integer argmaxes `ix, iy`,
+    by one Newton step on log(blurred map)."""
     B, K, h, w = maps.shape
     m = gaussian_blur(maps, blur_kernel) if blur_kernel > 1 else maps
     peak, mpeak = maps.flatten(2).amax(-1), m.flatten(2).amax(-1)
     scale = peak / mpeak.clamp_min(1e-12)                     # keep each map's maximum
-    # log of the 3x3 neighbourhood of the argmax (edge pixels replicated), gathered rather than computed everywhere
-    at = lambda dx, dy: (_gather2d(m, (ix + dx).clamp(0, w - 1), (iy + dy).clamp(0, h - 1)) * scale).clamp_min(1e-10).log()
+    # log of the 3x3 neighbourhood of the argmax (edge pixels replicated), gathered where needed
+    def at(dx, dy):
+        v = _gather2d(m, (ix + dx).clamp(0, w - 1), (iy + dy).clamp(0, h - 1)) * scale
+        return v.clamp_min(1e-10).log()
     c = at(0, 0)
-    gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))                 # gradient
-    hxx, hyy = at(1, 0) - 2 * c + at(-1, 0), at(0, 1) - 2 * c + at(0, -1)               # Hessian
+    gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))            # gradient
+    hxx, hyy = at(1, 0) - 2 * c + at(-1, 0), at(0, 1) - 2 * c + at(0, -1)          # Hessian
     hxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
     det = hxx * hyy - hxy * hxy
-    ok = (det > 1e-12) & (hxx < 0)                                                      # negative definite: a maximum
+    ok = (det > 1e-12) & (hxx < 0)                                # negative definite: a maximum
     det = torch.where(ok, det, torch.ones_like(det))
-    ox = torch.where(ok & (ix > 0) & (ix < w - 1), -(hyy * gx - hxy * gy) / det, torch.zeros_like(det))   # centred differences
-    oy = torch.where(ok & (iy > 0) & (iy < h - 1), -(hxx * gy - hxy * gx) / det, torch.zeros_like(det))   # need both neighbours
+    zero = torch.zeros_like(det)
+    # centred differences need both neighbours
+    ox = torch.where(ok & (ix > 0) & (ix < w - 1), -(hyy * gx - hxy * gy) / det, zero)
+    oy = torch.where(ok & (iy > 0) & (iy < h - 1), -(hxx * gy - hxy * gx) / det, zero)
     ox, oy = ox.clamp(-max_shift, max_shift), oy.clamp(-max_shift, max_shift)
     return ix.to(maps.dtype) + ox, iy.to(maps.dtype) + oy
 
-# %% ../nbs/05_codecs.ipynb #67d4931f
+# %% ../nbs/05_codecs.ipynb #604750b7
 class HeatmapCodec(Codec):
-    "Keypoints <-> 2-D Gaussian heatmaps (peak 1, `sigma` in heatmap pixels); decode by argmax + quarter shift, or DARK."
+    """Keypoints <-> 2-D Gaussian heatmaps (peak 1, `sigma` in heatmap pixels); decode by argmax +
+    quarter shift, or DARK."""
     _repr_args = ('input_size', 'heatmap_size', 'sigma')
-    def __init__(self, input_size=(256, 192), heatmap_size=(64, 48), sigma: float = 2.0, blur_kernel: int | None = None):
+    def __init__(self, input_size=(256, 192), heatmap_size=(64, 48), sigma: float = 2.0,
+                 blur_kernel: int | None = None):
         super().__init__(input_size)
         self.heatmap_size = _size(heatmap_size, 'heatmap_size')
         if not sigma > 0: raise ValueError(f"sigma must be positive (heatmap pixels); got {sigma}")
         self.sigma = float(sigma)
-        self.blur_kernel = blur_kernel if blur_kernel is not None else max(3, 2 * round(3 * self.sigma) - 1)   # 11 for sigma 2
+        if blur_kernel is None: blur_kernel = max(3, 2 * round(3 * self.sigma) - 1)  # 11 at sigma 2
+        self.blur_kernel = blur_kernel
 
     def encode(self, keypoints, visible=None) -> dict:
-        "`keypoints (B, K, 2)` input pixels -> `{'heatmaps': (B, K, h, w) float32, 'target_weight': (B, K)}`."
+        """`keypoints (B, K, 2)` input pixels -> `{'heatmaps': (B, K, h, w) float32,
+        'target_weight': (B, K)}`."""
         k, v, b, n = self._prep(keypoints, visible)
         h, w = self.heatmap_size
         wt = self._weight(k, v)
-        mu = rescale_coords(k, self.input_size, self.heatmap_size).float()                 # (B, K, 2) heatmap pixels
+        mu = rescale_coords(k, self.input_size, self.heatmap_size).float()   # (B, K, 2) heatmap pixels
         ax = torch.arange(w, dtype=torch.float32, device=k.device)
         ay = torch.arange(h, dtype=torch.float32, device=k.device)
-        gx = torch.exp(-(ax - mu[..., 0:1]) ** 2 / (2 * self.sigma ** 2)) * wt[..., None]   # (B, K, w)
-        gy = torch.exp(-(ay - mu[..., 1:2]) ** 2 / (2 * self.sigma ** 2))                  # (B, K, h)
-        hm = gy[..., :, None] * gx[..., None, :]                                            # (B, K, h, w)
+        s2 = 2 * self.sigma ** 2
+        gx = torch.exp(-(ax - mu[..., 0:1]) ** 2 / s2) * wt[..., None]     # (B, K, w)
+        gy = torch.exp(-(ay - mu[..., 1:2]) ** 2 / s2)                     # (B, K, h)
+        hm = gy[..., :, None] * gx[..., None, :]                           # (B, K, h, w)
         return {'heatmaps': self._out(hm, b, n), 'target_weight': self._out(wt, b, n)}
 
     def decode(self, heatmaps, dark: bool = False):
-        "`heatmaps (B, K, h, w)` -> `(keypoints (B, K, 2) input pixels, scores (B, K) = max value)`; `dark=True` for DARK."
+        """`heatmaps (B, K, h, w)` -> `(keypoints (B, K, 2) input pixels, scores (B, K) = max)`;
+        `dark=True` for DARK."""
         hm, b, n = self._tensor(heatmaps, 'heatmaps', 3)
-        if tuple(hm.shape[-2:]) != self.heatmap_size:
-            raise ValueError(f"heatmaps must be (B, K, {self.heatmap_size[0]}, {self.heatmap_size[1]}) for this codec; got {tuple(hm.shape)}")
         h, w = self.heatmap_size
+        if tuple(hm.shape[-2:]) != self.heatmap_size:
+            raise ValueError(f"heatmaps must be (B, K, {h}, {w}) for this codec; "
+                             f"got {tuple(hm.shape)}")
         ix, iy, score = _argmax2d(hm)
         if dark: x, y = dark_refine(hm, ix, iy, self.blur_kernel)
         else:
             x, y = ix.to(hm.dtype), iy.to(hm.dtype)
-            at = lambda i, j: _gather2d(hm, i.clamp(0, w - 1), j.clamp(0, h - 1))        # neighbours (used only inside)
+            at = lambda i, j: _gather2d(hm, i.clamp(0, w - 1), j.clamp(0, h - 1))   # neighbours
             dx = torch.sign(at(ix + 1, iy) - at(ix - 1, iy))
             dy = torch.sign(at(ix, iy + 1) - at(ix, iy - 1))
-            x = x + 0.25 * dx * ((ix > 0) & (ix < w - 1))                                    # only with two neighbours
+            x = x + 0.25 * dx * ((ix > 0) & (ix < w - 1))     # only with two neighbours
             y = y + 0.25 * dy * ((iy > 0) & (iy < h - 1))
         kp = rescale_coords(torch.stack([x, y], -1), self.heatmap_size, self.input_size)
         return self._out(kp, b, n), self._out(score, b, n)
 
-# %% ../nbs/05_codecs.ipynb #e0e1a307
+# %% ../nbs/05_codecs.ipynb #5fddaa91
 class SimCCCodec(Codec):
-    "Keypoints <-> SimCC 1-D Gaussian labels `simcc_x (B, K, Wx)`, `simcc_y (B, K, Hy)` (`sigma` in bins, peak 1 unless `normalize`)."
+    """Keypoints <-> SimCC 1-D Gaussian labels `simcc_x (B, K, Wx)`, `simcc_y (B, K, Hy)` (`sigma` in
+    bins, peak 1 unless `normalize`)."""
     _repr_args = ('input_size', 'split_ratio', 'sigma', 'normalize')
-    def __init__(self, input_size=(256, 192), split_ratio: float = 2.0, sigma: float = 6.0, normalize: bool = False):
+    def __init__(self, input_size=(256, 192), split_ratio: float = 2.0, sigma: float = 6.0,
+                 normalize: bool = False):
         super().__init__(input_size)
-        if not split_ratio > 0: raise ValueError(f"split_ratio must be positive (bins per pixel); got {split_ratio}")
+        if not split_ratio > 0:
+            raise ValueError(f"split_ratio must be positive (bins per pixel); got {split_ratio}")
         if not sigma > 0: raise ValueError(f"sigma must be positive (bins); got {sigma}")
-        self.split_ratio, self.sigma, self.normalize = float(split_ratio), float(sigma), bool(normalize)
+        self.split_ratio, self.sigma = float(split_ratio), float(sigma)
+        self.normalize = bool(normalize)
         H, W = self.input_size
-        self.bins = (max(1, round(H * self.split_ratio)), max(1, round(W * self.split_ratio)))   # (Hy, Wx)
+        self.bins = (max(1, round(H * self.split_ratio)), max(1, round(W * self.split_ratio)))  # (Hy, Wx)
 
     def to_bins(self, keypoints):
         "Input pixels `(..., 2)` -> (fractional) bin coordinates `(..., 2)`."
         return rescale_coords(keypoints, self.input_size, self.bins)
 
     def from_bins(self, bins):
-        "Bin coordinates `(..., 2)` -> input pixels: bin j is centred at pixel (j + 0.5) W/Wx - 0.5."
+        "Bin coordinates `(..., 2)` -> input pixels: bin j's centre is pixel (j + 0.5) W/Wx - 0.5."
         return rescale_coords(bins, self.bins, self.input_size)
 
     def encode(self, keypoints, visible=None) -> dict:
-        "`keypoints (B, K, 2)` input pixels -> `{'simcc_x': (B, K, Wx), 'simcc_y': (B, K, Hy), 'target_weight': (B, K)}`, float32."
+        """`keypoints (B, K, 2)` input pixels -> `{'simcc_x': (B, K, Wx), 'simcc_y': (B, K, Hy),
+        'target_weight': (B, K)}`, float32."""
         k, v, b, n = self._prep(keypoints, visible)
         Hy, Wx = self.bins
-        mu = self.to_bins(k).float()                                                        # (B, K, 2) in bins
+        mu = self.to_bins(k).float()                                   # (B, K, 2) in bins
         wt = self._weight(k, v)
-        r = 3 * self.sigma                                   # MMPose's rule: Gaussian (3 sigma) entirely out of range
-        in_range = (mu[..., 0] + r >= -0.5) & (mu[..., 0] - r <= Wx - 0.5) & (mu[..., 1] + r >= -0.5) & (mu[..., 1] - r <= Hy - 0.5)
+        r = 3 * self.sigma                    # MMPose: weight 0 if the Gaussian (3 sigma) is out of range
+        hi = torch.tensor([Wx - 0.5, Hy - 0.5], device=k.device)
+        in_range = ((mu + r >= -0.5) & (mu - r <= hi)).all(-1)
         wt = wt * in_range
         jx = torch.arange(Wx, dtype=torch.float32, device=k.device)
         jy = torch.arange(Hy, dtype=torch.float32, device=k.device)
         sx = torch.exp(-(jx - mu[..., 0:1]) ** 2 / (2 * self.sigma ** 2)) * wt[..., None]
         sy = torch.exp(-(jy - mu[..., 1:2]) ** 2 / (2 * self.sigma ** 2)) * wt[..., None]
         if self.normalize:
-            sx = sx / sx.sum(-1, keepdim=True).clamp_min(1e-12); sy = sy / sy.sum(-1, keepdim=True).clamp_min(1e-12)
-        return {'simcc_x': self._out(sx, b, n), 'simcc_y': self._out(sy, b, n), 'target_weight': self._out(wt, b, n)}
+            sx = sx / sx.sum(-1, keepdim=True).clamp_min(1e-12)
+            sy = sy / sy.sum(-1, keepdim=True).clamp_min(1e-12)
+        return {'simcc_x': self._out(sx, b, n), 'simcc_y': self._out(sy, b, n),
+                'target_weight': self._out(wt, b, n)}
 
     @staticmethod
     def _refine(s, idx, logits):
-        "Sub-bin offset of the maximum from a parabola through bins idx-1, idx, idx+1 (of log s, or of s if logits)."
+        "Sub-bin offset of the maximum: a parabola through bins idx-1..idx+1 (of log s, or s if logits)."
         L = s if logits else s.clamp_min(1e-10).log()
         n = L.shape[-1]
-        lo, hi = (idx - 1).clamp(0, n - 1), (idx + 1).clamp(0, n - 1)
-        a, c, d = L.gather(-1, lo[..., None])[..., 0], L.gather(-1, idx[..., None])[..., 0], L.gather(-1, hi[..., None])[..., 0]
+        at = lambda i: L.gather(-1, i.clamp(0, n - 1)[..., None])[..., 0]
+        a, c, d = at(idx - 1), at(idx), at(idx + 1)
         curv = a - 2 * c + d
         ok = (idx > 0) & (idx < n - 1) & (curv < -1e-12)
-        off = torch.where(ok, 0.5 * (a - d) / torch.where(ok, curv, -torch.ones_like(curv)), torch.zeros_like(curv))
+        off = 0.5 * (a - d) / torch.where(ok, curv, -torch.ones_like(curv))
+        off = torch.where(ok, off, torch.zeros_like(curv))
         return off.clamp(-0.5, 0.5)
 
     def decode(self, simcc_x, simcc_y, refine: bool = False, logits: bool = False):
-        """`simcc_x (B, K, Wx)`, `simcc_y (B, K, Hy)` -> `(keypoints (B, K, 2) input pixels, scores (B, K))`.
-        Argmax per axis; `refine` adds a sub-bin parabola step (on log values, or on the values if `logits`).
-        Score = min of the two raw maxima (MMPose)."""
+        """`simcc_x (B, K, Wx)`, `simcc_y (B, K, Hy)` -> `(keypoints (B, K, 2) input pixels,
+        scores (B, K))`. Argmax per axis; `refine` adds a sub-bin parabola step (on log values, or on the
+        values if `logits`). Score = min of the two raw maxima (MMPose)."""
         sx, b, n = self._tensor(simcc_x, 'simcc_x', 2)
         sy, _, _ = self._tensor(simcc_y, 'simcc_y', 2)
         Hy, Wx = self.bins
         if sx.shape[-1] != Wx or sy.shape[-1] != Hy or sx.shape[:2] != sy.shape[:2]:
-            raise ValueError(f"simcc_x must be (B, K, {Wx}) and simcc_y (B, K, {Hy}) for input {self.input_size} at split ratio "
-                             f"{self.split_ratio:g}; got {tuple(simcc_x.shape)} and {tuple(simcc_y.shape)}")
+            raise ValueError(f"simcc_x must be (B, K, {Wx}) and simcc_y (B, K, {Hy}) "
+                             f"for input {self.input_size} at split ratio {self.split_ratio:g}; "
+                             f"got {tuple(simcc_x.shape)} and {tuple(simcc_y.shape)}")
         mx, ix = sx.max(-1); my, iy = sy.max(-1)
         x, y = ix.to(sx.dtype), iy.to(sy.dtype)
         if refine: x, y = x + self._refine(sx, ix, logits), y + self._refine(sy, iy, logits)
