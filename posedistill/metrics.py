@@ -28,52 +28,62 @@ def _pose_inputs(pred, gt, visible, K=None):
     "Check `pred (N,K,2)`, `gt (N,K,2)`, `visible (N,K)`; return them as arrays (visible as a boolean mask)."
     p, g, v = _as_array(pred, 'pred'), _as_array(gt, 'gt'), _as_array(visible, 'visible')
     if g.ndim != 3 or g.shape[-1] != 2: raise ValueError(f"gt must have shape (N, K, 2); got {g.shape}")
-    if p.shape != g.shape: raise ValueError(f"pred has shape {p.shape} but gt has shape {g.shape}; both must be (N, K, 2)")
+    if p.shape != g.shape:
+        raise ValueError(f"pred has shape {p.shape} but gt has shape {g.shape}; both must be (N, K, 2)")
     if v.shape != g.shape[:2]: raise ValueError(f"visible must have shape (N, K) = {g.shape[:2]}; got {v.shape}")
     if K is not None and g.shape[1] != K: raise ValueError(f"expected {K} keypoints per person; got gt of shape {g.shape}")
     return p, g, v > 0
 
-# %% ../nbs/06_metrics.ipynb #fdc76d85
+# %% ../nbs/06_metrics.ipynb #5fceccb2
 def bbox_norm(gt, visible) -> np.ndarray:
-    "Per person, max(w, h) of the box around the labelled keypoints `gt (N, K, 2)`; 0 for fewer than 2 labelled joints."
+    """Per person, max(w, h) of the box around the labelled keypoints `gt (N, K, 2)`; 0 for fewer
+    than 2 labelled joints."""
     g, v = _as_array(gt, 'gt'), _as_array(visible, 'visible') > 0
-    if g.ndim != 3 or v.shape != g.shape[:2]: raise ValueError(f"gt must be (N, K, 2) and visible (N, K); got {g.shape} and {v.shape}")
+    if g.ndim != 3 or v.shape != g.shape[:2]:
+        raise ValueError(f"gt must be (N, K, 2) and visible (N, K); got {g.shape} and {v.shape}")
     lo = np.where(v[..., None], g, np.inf).min(1); hi = np.where(v[..., None], g, -np.inf).max(1)
     size = np.where(v.sum(1) >= 2, (hi - lo).max(-1), 0.)
     return np.where(np.isfinite(size), size, 0.)
 
 def torso_norm(gt, visible, schema='coco') -> np.ndarray:
-    "Per person, the torso diameter ||left_shoulder - right_hip||; 0 where either joint is not labelled."
+    """Per person, the torso diameter ||left_shoulder - right_hip||; 0 where either joint is not
+    labelled."""
     s = get_schema(schema)
     g, v = _as_array(gt, 'gt'), _as_array(visible, 'visible') > 0
     if g.ndim != 3 or g.shape[1] != s.num_keypoints or v.shape != g.shape[:2]:
-        raise ValueError(f"gt must be (N, {s.num_keypoints}, 2) and visible (N, {s.num_keypoints}) for {s.name}; got {g.shape} and {v.shape}")
+        raise ValueError(f"gt must be (N, {s.num_keypoints}, 2) and visible (N, {s.num_keypoints}) for "
+                         f"{s.name}; got {g.shape} and {v.shape}")
     a, b = s.index('left_shoulder'), s.index('right_hip')
     return np.where(v[:, a] & v[:, b], np.linalg.norm(g[:, a] - g[:, b], axis=-1), 0.)
 
 def pck(pred, gt, visible, norm, thr: float = 0.05, schema=None) -> dict:
     """PCK@`thr`: percent of labelled joints with error <= `thr` x `norm` (per person, `(N,)`).
-    Returns `PCK`, `per_joint (K,)` (NaN for a joint never labelled), `num_visible`, `thr`, and with `schema`
-    one entry per joint name."""
+    Returns `PCK`, `per_joint (K,)` (NaN for a joint never labelled), `num_visible`, `thr`, and with
+    `schema` one entry per joint name."""
     p, g, v = _pose_inputs(pred, gt, visible)
     n = _as_array(norm, 'norm')
-    if n.shape != (g.shape[0],): raise ValueError(f"norm must have shape (N,) = ({g.shape[0]},); got {n.shape}")
-    if not (isinstance(thr, (int, float)) and thr > 0): raise ValueError(f"thr must be a positive number; got {thr!r}")
+    if n.shape != (g.shape[0],):
+        raise ValueError(f"norm must have shape (N,) = ({g.shape[0]},); got {n.shape}")
+    if not (isinstance(thr, (int, float)) and thr > 0):
+        raise ValueError(f"thr must be a positive number; got {thr!r}")
     if not v.any(): raise ValueError("no labelled joints (visible > 0): PCK is undefined")
-    bad = np.nonzero(v.any(1) & ~(n > 0))[0]
-    if len(bad): raise ValueError(f"norm must be positive for every person with labelled joints; person(s) {bad[:10].tolist()} have norm {n[bad[:10]].tolist()}")
+    bad = np.nonzero(v.any(1) & ~(n > 0))[0][:10]
+    if len(bad): raise ValueError(f"norm must be positive for every person with labelled joints; "
+                                  f"person(s) {bad.tolist()} have norm {n[bad].tolist()}")
     d = np.linalg.norm(p - g, axis=-1) / np.where(n > 0, n, 1.)[:, None]
     ok = (d <= thr) & v
     cnt = v.sum(0)
     per = np.where(cnt > 0, 100. * ok.sum(0) / np.maximum(cnt, 1), np.nan)
-    out = dict(PCK=float(100. * ok.sum() / v.sum()), per_joint=per, num_visible=int(v.sum()), thr=float(thr))
+    out = dict(PCK=float(100. * ok.sum() / v.sum()), per_joint=per, num_visible=int(v.sum()),
+               thr=float(thr))
     if schema is not None:
         s = get_schema(schema)
-        if s.num_keypoints != g.shape[1]: raise ValueError(f"schema {s.name} has {s.num_keypoints} joints but gt has {g.shape[1]}")
+        if s.num_keypoints != g.shape[1]:
+            raise ValueError(f"schema {s.name} has {s.num_keypoints} joints but gt has {g.shape[1]}")
         out.update({name: float(x) for name, x in zip(s.names, per)})
     return out
 
-# %% ../nbs/06_metrics.ipynb #162aa7c4
+# %% ../nbs/06_metrics.ipynb #3122d177
 MPII_PCKH_GROUPS = {'Head': ('head_top',), 'Shoulder': ('left_shoulder', 'right_shoulder'),
                     'Elbow': ('left_elbow', 'right_elbow'), 'Wrist': ('left_wrist', 'right_wrist'),
                     'Hip': ('left_hip', 'right_hip'), 'Knee': ('left_knee', 'right_knee'),
@@ -81,22 +91,27 @@ MPII_PCKH_GROUPS = {'Head': ('head_top',), 'Shoulder': ('left_shoulder', 'right_
 MPII_PCKH_EXCLUDED = ('pelvis', 'thorax')      # joints 6 and 7: not in the mean
 
 def mpii_pckh(pred, gt, visible, headboxes, thr: float = 0.5, gt_one_based: bool = False) -> dict:
-    """MPII PCKh@`thr` as the official evaluation: `pred`, `gt (N, 16, 2)`, `visible (N, 16)` (> 0: labelled),
-    `headboxes (N, 2, 2)` = [[x1, y1], [x2, y2]]. `gt_one_based=True` adds 1 to the 0-based `pred` to compare
-    with 1-based MATLAB ground truth. Returns percents: `PCKh` (mean without pelvis and thorax), `PCKh@0.1`,
-    one entry per joint name (NaN for a joint never labelled), the table's groups (`Head`, `Shoulder`, ...,
-    `Ankle`) and `num_visible`."""
+    """MPII PCKh@`thr` as the official evaluation: `pred`, `gt (N, 16, 2)`, `visible (N, 16)` (> 0:
+    labelled), `headboxes (N, 2, 2)` = [[x1, y1], [x2, y2]]. `gt_one_based=True` adds 1 to the
+    0-based `pred` to compare with 1-based MATLAB ground truth. Returns percents: `PCKh` (mean
+    without pelvis and thorax), `PCKh@0.1`, one entry per joint name (NaN for a joint never
+    labelled), the table's groups (`Head`, `Shoulder`, ..., `Ankle`) and `num_visible`."""
     p, g, v = _pose_inputs(pred, gt, visible, K=MPII16.num_keypoints)
     hb = _as_array(headboxes, 'headboxes')
-    if hb.shape != (g.shape[0], 2, 2): raise ValueError(f"headboxes must have shape (N, 2, 2) = ({g.shape[0]}, 2, 2); got {hb.shape}")
-    if not (isinstance(thr, (int, float)) and thr > 0): raise ValueError(f"thr must be a positive number; got {thr!r}")
+    if hb.shape != (g.shape[0], 2, 2):
+        raise ValueError(f"headboxes must have shape (N, 2, 2) = ({g.shape[0]}, 2, 2); got {hb.shape}")
+    if not (isinstance(thr, (int, float)) and thr > 0):
+        raise ValueError(f"thr must be a positive number; got {thr!r}")
     if gt_one_based: p = p + 1.
-    head = 0.6 * np.linalg.norm(hb[:, 1] - hb[:, 0], axis=-1)                     # SC_BIAS x head box diagonal
+    head = 0.6 * np.linalg.norm(hb[:, 1] - hb[:, 0], axis=-1)       # SC_BIAS x head box diagonal
     bad = np.nonzero(v.any(1) & ~(head > 0))[0]
-    if len(bad): raise ValueError(f"head box of zero size for person(s) {bad[:10].tolist()} with labelled joints")
-    err = np.linalg.norm(p - g, axis=-1) / np.where(head > 0, head, 1.)[:, None]   # error in head sizes
+    if len(bad):
+        raise ValueError(f"head box of zero size for person(s) {bad[:10].tolist()} "
+                         "with labelled joints")
+    err = np.linalg.norm(p - g, axis=-1) / np.where(head > 0, head, 1.)[:, None]  # in head sizes
     keep = np.array([n not in MPII_PCKH_EXCLUDED for n in MPII16.names])
-    if not v[:, keep].any(): raise ValueError("no labelled joints (other than pelvis and thorax): PCKh is undefined")
+    if not v[:, keep].any():
+        raise ValueError("no labelled joints (other than pelvis and thorax): PCKh is undefined")
     cnt = v.sum(0)
     def scores(t):
         ok = (err <= t) & v
@@ -132,37 +147,52 @@ def load_coco_gt(gt, verbose: bool = False):
     for c in d['categories']:
         _need(c, ('id', 'keypoints'), f"{src}: category {c.get('name', c.get('id', '?'))}")
     for a in d['annotations']:
-        _need(a, ('id', 'image_id', 'category_id', 'keypoints', 'num_keypoints', 'area', 'bbox'), f"{src}: annotation {a.get('id', '?')}")
+        _need(a, ('id', 'image_id', 'category_id', 'keypoints', 'num_keypoints', 'area', 'bbox'),
+              f"{src}: annotation {a.get('id', '?')}")
     with _quiet(verbose):
         coco = COCO(); coco.dataset = d; coco.createIndex()
     return coco
 
+# %% ../nbs/06_metrics.ipynb #14c3d1c6
 def coco_keypoint_ap(gt, results, verbose: bool = False, sigmas=None, image_ids=None) -> dict:
-    """COCO keypoint AP/AR of `results` (the official results list) against `gt` (path, dict or COCO), computed
-    by pycocotools `COCOeval(iouType='keypoints')`. `sigmas` overrides the OKS sigmas (needed when K != 17),
-    `image_ids` restricts the evaluation to some images. Returns the 10 stats of `COCO_KPT_STATS`."""
+    """COCO keypoint AP/AR of `results` (the official results list) against `gt` (path, dict or
+    COCO), computed by pycocotools `COCOeval(iouType='keypoints')`. `sigmas` overrides the OKS
+    sigmas (needed when K != 17), `image_ids` restricts the evaluation to some images. Returns the
+    10 stats of `COCO_KPT_STATS`."""
     from pycocotools.cocoeval import COCOeval
     coco = load_coco_gt(gt, verbose)
     if isinstance(results, (str, Path)): results = load_json(results, 'COCO results file')
-    if not isinstance(results, (list, tuple)): raise ValueError(f"results must be a list of dicts (the COCO results format); got a {type(results).__name__}")
-    if len(results) == 0: raise ValueError("results is empty: COCO AP needs at least one predicted person")
+    if not isinstance(results, (list, tuple)):
+        raise ValueError(f"results must be a list of dicts (the COCO results format); "
+                         f"got a {type(results).__name__}")
+    if len(results) == 0:
+        raise ValueError("results is empty: COCO AP needs at least one predicted person")
     cats = coco.loadCats(coco.getCatIds())
     nk = {c['id']: len(c['keypoints']) for c in cats}
     img_ids = set(coco.getImgIds())
     res = []
     for n, r in enumerate(results):
-        if not isinstance(r, dict): raise ValueError(f"result {n} must be a dict; got a {type(r).__name__}")
+        if not isinstance(r, dict):
+            raise ValueError(f"result {n} must be a dict; got a {type(r).__name__}")
         _need(r, ('image_id', 'category_id', 'keypoints', 'score'), f"result {n}")
-        if r['category_id'] not in nk: raise ValueError(f"result {n} has category_id {r['category_id']}; the ground truth has categories {sorted(nk)}")
-        if r['image_id'] not in img_ids: raise ValueError(f"result {n} has image_id {r['image_id']}, which is not an image of the ground truth")
+        if r['category_id'] not in nk:
+            raise ValueError(f"result {n} has category_id {r['category_id']}; "
+                             f"the ground truth has categories {sorted(nk)}")
+        if r['image_id'] not in img_ids:
+            raise ValueError(f"result {n} has image_id {r['image_id']}, "
+                             "which is not an image of the ground truth")
         kp = _as_array(r['keypoints'], f"result {n} keypoints").reshape(-1)
         K = nk[r['category_id']]
-        if kp.size != 3 * K: raise ValueError(f"result {n} has {kp.size} keypoint values; expected {3 * K} ({K} keypoints x 3: x, y, score)")
+        if kp.size != 3 * K:
+            raise ValueError(f"result {n} has {kp.size} keypoint values; "
+                             f"expected {3 * K} ({K} keypoints x 3: x, y, score)")
         sc = float(_as_array(r['score'], f"result {n} score"))
-        res.append({'image_id': r['image_id'], 'category_id': r['category_id'], 'keypoints': kp.tolist(), 'score': sc})
+        res.append({'image_id': r['image_id'], 'category_id': r['category_id'], 'keypoints': kp.tolist(),
+                    'score': sc})
     K = next(iter(nk.values()))
     if sigmas is None:
-        if K != 17: raise ValueError(f"the ground truth has {K} keypoints: pass their OKS `sigmas` (pycocotools' defaults are COCO's 17)")
+        if K != 17: raise ValueError(f"the ground truth has {K} keypoints: pass their OKS `sigmas` "
+                                     "(pycocotools' defaults are COCO's 17)")
         sigmas = COCO17.sigmas
     sigmas = np.asarray(sigmas, dtype=np.float64)
     if sigmas.shape != (K,): raise ValueError(f"sigmas must have {K} values; got shape {sigmas.shape}")
@@ -174,17 +204,23 @@ def coco_keypoint_ap(gt, results, verbose: bool = False, sigmas=None, image_ids=
         E.evaluate(); E.accumulate(); E.summarize()
     return dict(zip(COCO_KPT_STATS, (float(x) for x in E.stats)))
 
-# %% ../nbs/06_metrics.ipynb #55ef2d56
-def to_coco_results(keypoints, scores, image_ids, category_id: int = 1, bbox_scores=None, score_thr: float = 0.2) -> list:
-    """The COCO results list from `keypoints (N, K, 2)` (original-image pixels), joint `scores (N, K)` and
-    `image_ids (N,)`. Person score = mean of joint scores > `score_thr` (x `bbox_scores (N,)` if given)."""
+# %% ../nbs/06_metrics.ipynb #7e2cc6b9
+def to_coco_results(keypoints, scores, image_ids, category_id: int = 1, bbox_scores=None,
+                    score_thr: float = 0.2) -> list:
+    """The COCO results list from `keypoints (N, K, 2)` (original-image pixels), joint
+    `scores (N, K)` and `image_ids (N,)`. Person score = mean of joint scores > `score_thr`
+    (x `bbox_scores (N,)` if given)."""
     k, s = _as_array(keypoints, 'keypoints'), _as_array(scores, 'scores')
-    if k.ndim != 3 or k.shape[-1] != 2: raise ValueError(f"keypoints must have shape (N, K, 2); got {k.shape}")
-    if s.shape != k.shape[:2]: raise ValueError(f"scores must have shape (N, K) = {k.shape[:2]}; got {s.shape}")
+    if k.ndim != 3 or k.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape (N, K, 2); got {k.shape}")
+    if s.shape != k.shape[:2]:
+        raise ValueError(f"scores must have shape (N, K) = {k.shape[:2]}; got {s.shape}")
     ids = np.asarray(image_ids.cpu() if torch.is_tensor(image_ids) else image_ids).reshape(-1)
-    if len(ids) != len(k): raise ValueError(f"image_ids has {len(ids)} entries but keypoints has {len(k)} people")
+    if len(ids) != len(k):
+        raise ValueError(f"image_ids has {len(ids)} entries but keypoints has {len(k)} people")
     b = np.ones(len(k)) if bbox_scores is None else _as_array(bbox_scores, 'bbox_scores').reshape(-1)
-    if len(b) != len(k): raise ValueError(f"bbox_scores has {len(b)} entries but keypoints has {len(k)} people")
+    if len(b) != len(k):
+        raise ValueError(f"bbox_scores has {len(b)} entries but keypoints has {len(k)} people")
     above = s > score_thr
     inst = np.where(above.any(1), (s * above).sum(1) / np.maximum(above.sum(1), 1), 0.) * b
     return [{'image_id': int(i), 'category_id': int(category_id),
