@@ -13,7 +13,8 @@ from .backbones import Backbone, StemNet, HRNet, ResNet, hrnet_cpu, load_state_d
 from .heads import HeatmapHead, SimCCHead, RegressionHead, TokenHead
 
 # %% auto #0
-__all__ = ['MODEL_NAMES', 'DEFAULT_INPUT', 'PoseModel', 'load_weights', 'build_model', 'count_params', 'count_flops']
+__all__ = ['MODEL_NAMES', 'DEFAULT_INPUT', 'PoseModel', 'load_weights', 'register_model', 'build_model', 'count_params',
+           'count_flops']
 
 # %% ../nbs/22_models.ipynb #944544da
 class PoseModel(nn.Module):
@@ -116,6 +117,13 @@ MODEL_NAMES = ('heatmap_hrnet', 'heatmap_resnet', 'simcc_hrnet', 'regression_res
 DEFAULT_INPUT = {'paper': (256, 192), 'cpu': (128, 96)}
 _TOKEN = {'paper': dict(dim=192, depth=12, num_heads=8, mlp_ratio=3.), 'cpu': dict(dim=64, depth=4, num_heads=4, mlp_ratio=3.)}
 _BB_KEYS = ('width', 'num_stages', 'num_modules', 'num_blocks', 'stem_width', 'stage1_blocks', 'depth_resnet')
+_REGISTERED = {}             # name -> (builder(size, input_size=..., **kw), the module that registers it)
+
+def register_model(name: str, builder, module: str | None = None):
+    """Make `build_model(name, size, input_size=..., **kw)` call `builder(size, input_size=input_size, **kw)`: how a
+    method module (e.g. `posedistill.tde`) adds its models, so that recipes, runs and checkpoints name them."""
+    if name in MODEL_NAMES: raise ValueError(f"{name!r} is a built-in model name")
+    _REGISTERED[name] = (builder, module or getattr(builder, '__module__', '?'))
 
 def _make_backbone(kind, size, kw):
     "Pop backbone options from `kw` and build the backbone."
@@ -134,7 +142,12 @@ def build_model(name: str, size: str = 'cpu', input_size=None, schema='coco', **
     (`width`, `num_stages`, `num_modules`, `num_blocks`, `stem_width`, `depth_resnet`) or head options
     (`sigma`, `split_ratio`, `num_deconv`, `deconv_channels`, `dim`, `depth`, `num_heads`, `mlp_ratio`, `mixer`,
     `patch_size`, `loss`, `beta`, `label_beta`, and `TokenPose` options of token heads: `kpt_mixing`, `mixer_kw`, ...)."""
-    if name not in MODEL_NAMES: raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+    if name in _REGISTERED:
+        if schema not in ('coco', None): raise ValueError(f"{name!r} is built for the COCO schema; got schema={schema!r}")
+        return _REGISTERED[name][0](size, input_size=input_size, **kw)
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES) + list(_REGISTERED)} (a method's "
+                         f"models are known once its module is imported, e.g. import posedistill.tde)")
     if size not in DEFAULT_INPUT: raise ValueError(f"size must be 'paper' or 'cpu'; got {size!r}")
     H, W = _size(input_size if input_size is not None else DEFAULT_INPUT[size], 'input_size')
     K = get_schema(schema).num_keypoints
