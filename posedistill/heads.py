@@ -39,7 +39,7 @@ def _check_weight(weight, pred, name):
 def heatmap_mse_loss(pred, target, weight):
     "Mean over `(B, K, h, w)` of `weight[b, k] * (pred - target)^2` (MMPose 1.x KeypointMSELoss)."
     if pred.shape != target.shape:
-        raise ValueError(f"heatmaps {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise ValueError(f"heatmaps {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     _check_weight(weight, pred, 'heatmaps')
     return ((pred - target) ** 2 * weight[..., None, None]).mean()
 
@@ -50,7 +50,7 @@ def simcc_kl_loss(pred_x, pred_y, target_x, target_y, weight, label_beta: float 
     _check_weight(weight, pred_x, 'simcc_x')
     def kl(logits, t, name):
         if logits.shape != t.shape:
-            raise ValueError(f"{name} {tuple(logits.shape)} and its target {tuple(t.shape)} differ")
+            raise ValueError(f"{name} {tuple(logits.shape)} and its target {tuple(t.shape)} differ in shape")
         if label_beta: p = F.softmax(t * label_beta, -1)
         else: p = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
         return (torch.xlogy(p, p) - p * F.log_softmax(logits, -1)).sum(-1)            # (B, K)
@@ -60,7 +60,7 @@ def simcc_kl_loss(pred_x, pred_y, target_x, target_y, weight, label_beta: float 
 def coord_loss(pred, target, weight, kind: str = 'smoothl1', beta: float = 1.0):
     "Mean over `(B, K, 2)` of `weight[b, k] * SmoothL1 or L1(pred - target)` (coordinates in [0, 1])."
     if pred.shape != target.shape:
-        raise ValueError(f"coords {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise ValueError(f"coords {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     _check_weight(weight, pred, 'coords')
     if kind == 'smoothl1': l = F.smooth_l1_loss(pred, target, reduction='none', beta=beta)
     elif kind == 'l1': l = (pred - target).abs()
