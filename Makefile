@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-slow export clean-nbs readme bench
+.PHONY: install demo test test-slow export clean-nbs readme bench docs
 
 $(VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,9 @@ readme: install
 bench: install
 	$(BIN)/posedistill bench render
 	$(BIN)/posedistill bench mixers
+
+# The docs site in _docs/ (tools/docs.py: Quarto when installed, else an offline HTML site). Installs nothing.
+# `make docs ONLY="00_keypoints index"` rebuilds only those pages.
+docs:
+	@test -f $(VENV)/.installed || { echo "make docs: the virtual environment $(VENV)/ is missing or incomplete; run 'make install' first" >&2; exit 1; }
+	OMP_NUM_THREADS=1 $(BIN)/python tools/docs.py $(if $(ONLY),--only $(ONLY))
