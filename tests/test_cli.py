@@ -42,4 +42,4 @@ def test_train_cli_writes_checkpoint_and_resumes(cli_env, tmp_path):
 def test_bench_mixers_quick(cli_env):
     r = run(['bench', 'mixers', '--quick'], cli_env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert 'GlobalFilter' in r.stdout and 'goals:' in r.stdout
+    assert 'GlobalFilter' in r.stdout and 'key ratios' in r.stdout
