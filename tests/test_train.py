@@ -1,7 +1,7 @@
 """posedistill.train: exact resume, checkpoint safety, the NaN guard, the frozen teacher, schedules, evaluation.
 
 Everything runs on CPU with the tiny stand-ins `TinyPose` / `RandomPoses` (a few steps per test)."""
-import os, copy
+import os, copy, json
 from pathlib import Path
 import numpy as np
 import pytest
@@ -151,7 +151,8 @@ def test_crash_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         t.fit(1)
     monkeypatch.setattr(torch, 'save', real_save)
     assert (tmp_path / 'last.pt').read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.pt']                # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.log.json', 'last.pt']  # no temporary file left behind
+    assert json.loads((tmp_path / 'last.log.json').read_text())['step'] == load_checkpoint(tmp_path / 'last.pt')['step']
 
 
 def test_corrupted_checkpoint_is_named_and_prev_survives(tmp_path):
