@@ -106,7 +106,10 @@ def _report_failure(src, e):
             code = [l for l in ''.join(c['source']).splitlines() if not l.startswith('#|')]
             if c['cell_type'] == 'code' and '\n'.join(code).strip() == body.strip():
                 where = f'cell {i} ({code[0] if code else ""!r})'; break
-        else: where = f'cell starting {body.splitlines()[0]!r}'
+        else:
+            sd = re.search(r'show_doc\((.+)\)', body)
+            where = (f'the show_doc({sd.group(1)}) cell nbdev adds after its definition' if sd
+                     else f'cell starting {body.splitlines()[0]!r}')
     import traceback
     tb = ''.join(traceback.format_exception(type(cause), cause, cause.__traceback__)[-6:])
     print(f'\nDOCS BUILD FAILED: {src.name}: {where}: {type(cause).__name__}: {cause}\n{tb}', file=sys.stderr, flush=True)
@@ -134,6 +137,7 @@ def process(nbs, names, proc, force=False, keep_going=False):
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), '--worker', str(proc.resolve()),
                         *[str(s.resolve()) for s in todo]] + (['--keep-going'] if keep_going else []), cwd=nbs, env=env)
     failed = json.loads((proc / '_failed.json').read_text()) if (proc / '_failed.json').exists() else None
+    (proc / '_failed.json').unlink(missing_ok=True)
     if r.returncode and failed is None: raise DocsError(f'notebook processing crashed (exit {r.returncode})')
     log(f'processed {len(todo) - len(failed)} notebook(s) in {time.time() - t0:.0f}s'
         + (f'; FAILED: {", ".join(failed)}' if failed else ''))
@@ -419,7 +423,7 @@ def convert(proc_nb, ctx):
             c.metadata['docs_summary'] = o.get('code-summary', 'Code')
     nb.cells = [c for c in nb.cells if not (c.cell_type == 'markdown' and c.source.strip().startswith('<!-- WARNING'))]
     static_widgets(nb)
-    body, _ = ctx['exporter'].from_notebook_node(nb)
+    body, _ = ctx['exporter'].from_notebook_node(nb, resources={'metadata': {'path': str(ctx.get('nbs', '.'))}})
     soup = BeautifulSoup(body, 'html.parser')
     # folded code ("Exported source")
     for cls, is_open in (('celltag_docs_fold_open', True), ('celltag_docs_fold_closed', False)):
@@ -617,18 +621,22 @@ def _title_of(src):
     except Exception: pass
     return src.stem
 
-_SYM_LINK = re.compile(r'<a href="(?P<page>[^"#]+)\.html#(?P<frag>[^"]+)" data-sym="1"')
+_SYM_LINK = re.compile(r'<a [^>]*\bdata-sym="1"[^>]*>')
 
 def _fix_symbol_anchors(converted):
-    """nbdev links every documented name, methods included (`Foo.bar` -> `foo.html#foo.bar`), but a method has a
-    heading only when it has its own show_doc. Point such links at the closest heading that exists (the class)."""
+    """nbdev links every documented name, methods included (`Foo.bar` -> `foo.html#foo.bar`), but a name has a
+    heading only when the page shows its show_doc. Point such links at the closest heading that exists (the
+    class for a method), else at the page."""
     ids = {n: set(re.findall(r'\bid="([^"]+)"', body)) for n, (_, body, _) in converted.items()}
     def fix(m):
-        page, frag = m.group('page'), m.group('frag')
-        if page not in ids or frag in ids[page]: return m.group(0)
+        tag = m.group(0)
+        h = re.search(r'href="([^"#]+)\.html#([^"]+)"', tag)
+        if not h or h.group(1) not in ids: return tag
+        page, frag = h.group(1), h.group(2)
+        if frag in ids[page]: return tag
         while '.' in frag and frag not in ids[page]: frag = frag.rsplit('.', 1)[0]
         tail = f'#{frag}' if frag in ids[page] else ''
-        return f'<a href="{page}.html{tail}" data-sym="1"'
+        return tag.replace(h.group(0), f'href="{page}.html{tail}"')
     for n, (fm, body, toc) in list(converted.items()):
         converted[n] = (fm, _SYM_LINK.sub(fix, body), toc)
 
@@ -637,7 +645,7 @@ def build_offline(nbs, pages, only, out, proc, force, keep_going=False):
     failed = process(nbs, names, proc, force, keep_going)
     names = [n for n in names if n not in failed]
     s = settings()
-    ctx = dict(title=s.get('title', 'docs'), description=s.get('description', ''), exporter=_exporter(),
+    ctx = dict(title=s.get('title', 'docs'), description=s.get('description', ''), exporter=_exporter(), nbs=nbs,
                site_url=s.get('doc_host', '') + s.get('doc_baseurl', ''),
                nbdev_pages={_nbdev_html_name(n): f'{n}.html' for _, n in pages})
     out.mkdir(parents=True, exist_ok=True)
