@@ -71,7 +71,7 @@ def _worker(out, srcs, keep_going=False):
     "Runs in the child: nbdev's docs processors over each notebook (cwd = notebooks folder)."
     from execnb.nbio import read_nb, write_nb
     from nbdev.processors import FilterDefaults
-    out, failed = Path(out), []
+    out, failed, done = Path(out), [], 0
     for src in map(Path, srcs):
         t0 = time.time()
         nb = read_nb(src)
@@ -89,9 +89,9 @@ def _worker(out, srcs, keep_going=False):
             if 'imports and other code' in msg:
                 first = next((l for l in msg.split('---')[1].strip().splitlines() if not l.startswith('#|')), '')
                 log(f'  warning: {src.name}: a cell mixes imports with other code, so it runs at docs time: {first!r}')
-        write_nb(nb, out / src.name)
+        write_nb(nb, out / src.name); done += 1
         log(f'  processed {src.name} in {time.time() - t0:.1f}s')
-    (out / '_failed.json').write_text(json.dumps(failed))
+    (out / '_failed.json').write_text(json.dumps({'failed': failed, 'done': done}))
     sys.exit(1 if failed else 0)
 
 def _report_failure(src, e):
@@ -136,10 +136,11 @@ def process(nbs, names, proc, force=False, keep_going=False):
     (proc / '_failed.json').unlink(missing_ok=True)
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), '--worker', str(proc.resolve()),
                         *[str(s.resolve()) for s in todo]] + (['--keep-going'] if keep_going else []), cwd=nbs, env=env)
-    failed = json.loads((proc / '_failed.json').read_text()) if (proc / '_failed.json').exists() else None
+    res = json.loads((proc / '_failed.json').read_text()) if (proc / '_failed.json').exists() else None
     (proc / '_failed.json').unlink(missing_ok=True)
-    if r.returncode and failed is None: raise DocsError(f'notebook processing crashed (exit {r.returncode})')
-    log(f'processed {len(todo) - len(failed)} notebook(s) in {time.time() - t0:.0f}s'
+    if res is None: raise DocsError(f'notebook processing crashed (exit {r.returncode})')
+    failed = res['failed']
+    log(f'processed {res["done"]} notebook(s) in {time.time() - t0:.0f}s'
         + (f'; FAILED: {", ".join(failed)}' if failed else ''))
     if failed and not keep_going:
         raise DocsError(f'processing {failed[0]}.ipynb failed (message above); the build stops '
