@@ -35,9 +35,11 @@ def _check_tokens(x, dim, n=None, name='x', what=''):
 
 # %% ../nbs/12_mixers.ipynb #3af22cc4
 def _attend(q, k, v, scale, drop, training, return_attn):
-    "Scaled dot-product attention of `(B, h, Nq, dh)` queries over `(B, h, Nk, dh)` keys/values -> (out, attn or None)."
+    """Scaled dot-product attention of queries `(B, h, Nq, dh)` over keys/values `(B, h, Nk, dh)`:
+    `(out, attn)`, with `attn` None on the fused path."""
     if not return_attn:  # fused kernel; A is never materialised
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=drop if training else 0., scale=scale), None
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop if training else 0., scale=scale)
+        return out, None
     attn = ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)   # A = softmax(Q K^T / sqrt(d_h))
     out = F.dropout(attn, drop, training) @ v if drop > 0 else attn @ v
     return out, attn
@@ -57,7 +59,8 @@ class Attention(nn.Module):
     def forward(self, x, return_attn=False):
         _check_tokens(x, self.dim)
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)            # each (B, heads, N, d_h)
         out, attn = _attend(q, k, v, self.scale, self.attn_drop, self.training, return_attn)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
         return (out, attn) if return_attn else out
@@ -72,13 +75,14 @@ class Mlp(nn.Module):
     def forward(self, x): return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 class DropPath(nn.Module):
-    "Stochastic depth: in training, zero a whole residual branch per sample with probability `p` (and rescale by 1/(1-p)); identity in eval."
+    """Stochastic depth: in training, zero a whole residual branch per sample with probability `p` (and
+    rescale the others by 1/(1-p)); the identity in eval."""
     def __init__(self, p=0.):
         super().__init__()
         if not 0. <= p < 1.: raise ValueError(f"drop_path must be in [0, 1); got {p}")
         self.p = float(p)
     def keep_mask(self, x):
-        "The per-sample factor `(B, 1, ..., 1)`, 0 or 1/(1-p), that a call on `x` applies; None in eval or with p = 0."
+        "The per-sample factor `(B, 1, ..., 1)`, 0 or 1/(1-p), that a call on `x` applies; None in eval or p = 0."
         if self.p == 0. or not self.training: return None
         return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1. - self.p) / (1. - self.p)
     def forward(self, x):
@@ -90,7 +94,8 @@ class DropPath(nn.Module):
 MIXERS = ('attention', 'gs', 'gd')
 
 def make_mixer(kind, dim, grid=None, **kw) -> nn.Module:
-    "A token mixer: 'attention' -> `Attention(dim, **kw)`, 'gs' -> `GlobalFilter(dim, h, w, **kw)`, 'gd' -> `DynamicFilter(dim, h, w, **kw)`."
+    """A token mixer: 'attention' -> `Attention(dim, **kw)`, 'gs' -> `GlobalFilter(dim, h, w, **kw)`,
+    'gd' -> `DynamicFilter(dim, h, w, **kw)`."""
     if kind not in MIXERS: raise ValueError(f"unknown mixer {kind!r}; choose one of {list(MIXERS)}")
     if kind == 'attention': return Attention(dim, **kw)
     if grid is None: raise ValueError(f"mixer {kind!r} needs grid=(h, w)")
@@ -99,22 +104,25 @@ def make_mixer(kind, dim, grid=None, **kw) -> nn.Module:
 
 # %% ../nbs/12_mixers.ipynb #ec5f3033
 class CrossAttention(nn.Module):
-    "Multi-head attention of `E` query tokens over `N` context tokens -> `(B, E, dim)` and maps `(B, heads, E, N)`."
+    "Multi-head attention of `E` query tokens over `N` context tokens: `(B, E, dim)` and maps `(B, heads, E, N)`."
     def __init__(self, dim, num_heads=8, qkv_bias=True, kv_proj=False, attn_drop=0., proj_drop=0.):
         super().__init__()
         if dim % num_heads: raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)                                       # W_Q
-        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias) if kv_proj else None             # W_K, W_V (optional)
-        self.attn_drop, self.proj, self.proj_drop = float(attn_drop), nn.Linear(dim, dim), nn.Dropout(proj_drop)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)                                 # W_Q
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias) if kv_proj else None       # W_K, W_V (optional)
+        self.attn_drop = float(attn_drop)
+        self.proj, self.proj_drop = nn.Linear(dim, dim), nn.Dropout(proj_drop)      # W_O
 
     def forward(self, x, context, return_attn=False):
         _check_tokens(x, self.dim, name='queries'); _check_tokens(context, self.dim, name='context')
         (B, E, C), N, hd = x.shape, context.shape[1], self.head_dim
         q = self.q(x).reshape(B, E, self.num_heads, hd).transpose(1, 2)
         if self.kv is None: k = v = context.reshape(B, N, self.num_heads, hd).transpose(1, 2)
-        else: k, v = self.kv(context).reshape(B, N, 2, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            kv = self.kv(context).reshape(B, N, 2, self.num_heads, hd)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         out, attn = _attend(q, k, v, self.scale, self.attn_drop, self.training, return_attn)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, E, C)))
         return out, attn
@@ -123,11 +131,14 @@ class CrossAttention(nn.Module):
 KPT_MIXING = ('cross', 'readout')
 
 def _check_kpt_mixing(kpt_mixing):
-    if kpt_mixing not in KPT_MIXING: raise ValueError(f"kpt_mixing must be one of {list(KPT_MIXING)}; got {kpt_mixing!r}")
+    if kpt_mixing not in KPT_MIXING:
+        raise ValueError(f"kpt_mixing must be one of {list(KPT_MIXING)}; got {kpt_mixing!r}")
     return kpt_mixing
 
+# %% ../nbs/12_mixers.ipynb #37dadb04
 class Readout(nn.Module):
-    "Extra tokens read the grid once: `e + CrossAttention(LN(e), LN(g))` -> `(e (B, E, dim), maps (B, heads, E, N) or None)`."
+    """Extra tokens read the grid once: `e + CrossAttention(LN(e), LN(g))`; returns `e (B, E, dim)` and the maps
+    `(B, heads, E, N)` (or None)."""
     def __init__(self, dim, num_heads=8, qkv_bias=True, kv_proj=False, attn_drop=0., proj_drop=0.):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
@@ -147,12 +158,13 @@ def init_weights(m):
     elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
 class MixerBlock(nn.Module):
-    """Pre-norm MetaFormer block `x + Mixer(LN(x))`, `x + MLP(LN(x))` over tokens `(B, E + h*w, dim)`, mixer in
-    {'attention', 'gs', 'gd'}. In filter blocks the E extra tokens get a cross-attention over the grid
-    (`kpt_mixing='cross'`) or no token mixing at all (`'readout'`: the encoder's `Readout` does it once, at the end)."""
-    def __init__(self, dim, mixer='attention', grid=None, num_heads=8, mlp_ratio=3., drop_path=0., num_extra_tokens=0,
-                 qkv_bias=True, attn_drop=0., proj_drop=0., drop=0., act=nn.GELU, cross_kv_proj=False, mixer_kw=None,
-                 kpt_mixing='readout'):
+    """Pre-norm MetaFormer block `x + Mixer(LN(x))`, `x + MLP(LN(x))` over tokens `(B, E + h*w, dim)`, mixer
+    in {'attention', 'gs', 'gd'}. In filter blocks the E extra tokens get a cross-attention over the grid
+    (`kpt_mixing='cross'`) or no token mixing at all (`'readout'`: the encoder's `Readout` does it once, at
+    the end)."""
+    def __init__(self, dim, mixer='attention', grid=None, num_heads=8, mlp_ratio=3., drop_path=0.,
+                 num_extra_tokens=0, qkv_bias=True, attn_drop=0., proj_drop=0., drop=0., act=nn.GELU,
+                 cross_kv_proj=False, mixer_kw=None, kpt_mixing='readout'):
         super().__init__()
         if mixer not in MIXERS: raise ValueError(f"unknown mixer {mixer!r}; choose one of {list(MIXERS)}")
         if num_extra_tokens < 0: raise ValueError(f"num_extra_tokens must be >= 0; got {num_extra_tokens}")
@@ -166,7 +178,7 @@ class MixerBlock(nn.Module):
             self.mixer.apply(init_weights)
         else:
             if self.grid is None: raise ValueError(f"mixer {mixer!r} needs grid=(h, w)")
-            self.mixer = make_mixer(mixer, dim, self.grid, **(mixer_kw or {}))   # the filter keeps its own init
+            self.mixer = make_mixer(mixer, dim, self.grid, **(mixer_kw or {}))   # keeps the filter's own init
             if self.num_extra and kpt_mixing == 'cross':
                 self.cross = CrossAttention(dim, num_heads, qkv_bias, cross_kv_proj, attn_drop, proj_drop)
                 self.cross.apply(init_weights)
@@ -184,27 +196,30 @@ class MixerBlock(nn.Module):
         E = self.num_extra
         what = f' ({E} extra + {self.grid[0]}x{self.grid[1]} grid)' if self.grid else ''
         _check_tokens(x, self.dim, self.num_tokens, what=what)
-        if self.grid is None and x.shape[1] <= E: raise ValueError(f"x has {x.shape[1]} tokens; expected more than {E} extra tokens")
+        if self.grid is None and x.shape[1] <= E:
+            raise ValueError(f"x has {x.shape[1]} tokens; expected more than {E} extra tokens")
         if self.kind != 'attention':
             (e, g), attn = self.forward_parts(x[:, :E], x[:, E:], return_attn=return_attn)
             x = torch.cat([e, g], dim=1) if E else g
             return (x, attn) if return_attn else x
-        m, attn = self.mixer(self.norm1(x), return_attn=True) if return_attn else (self.mixer(self.norm1(x)), None)
+        if return_attn: m, attn = self.mixer(self.norm1(x), return_attn=True)
+        else: m, attn = self.mixer(self.norm1(x)), None
         x = x + self.drop_path(m)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attn else x
 
     def forward_parts(self, e, g, return_attn=False):
-        """Filter blocks on the extra tokens `e (B, E, dim)` and the grid tokens `g (B, h*w, dim)` kept apart (the
-        encoder chains blocks this way, with no concatenation): `((e, g), cross-attention maps or None)`."""
-        if self.kind == 'attention': raise ValueError("forward_parts is for filter blocks; attention blocks mix all tokens: use forward")
+        """Filter blocks on the extra tokens `e (B, E, dim)` and the grid tokens `g (B, h*w, dim)` kept apart
+        (the encoder chains blocks this way, with no concatenation): `((e, g), cross-attention maps or None)`."""
+        if self.kind == 'attention':
+            raise ValueError("forward_parts is for filter blocks; attention blocks mix all tokens: use forward")
         E = e.shape[1]
         yg = self.norm1(g)
-        keep = self.drop_path.keep_mask(g)                  # one draw per sample for both parts: DropPath on [e | g]
-        m = self.mixer(yg)
+        keep = self.drop_path.keep_mask(g)        # one draw per sample for both parts: DropPath on [e | g]
+        m = self.mixer(yg)                        # the filter mixes the grid tokens only
         g = g + (m if keep is None else m * keep)
         attn = None
-        if E and self.cross is not None:
+        if E and self.cross is not None:         # 'cross': the extra tokens read the (normed) grid
             me, attn = self.cross(self.norm1(e), yg, return_attn=return_attn)
             e = e + (me if keep is None else me * keep)
         keep = self.drop_path.keep_mask(g)
@@ -216,7 +231,8 @@ class MixerBlock(nn.Module):
         return (e, g), attn
 
     def extra_repr(self):
-        return f"mixer={self.kind!r}, num_extra_tokens={self.num_extra}" + (f", kpt_mixing={self.kpt_mixing!r}" if self.kind != 'attention' and self.num_extra else '')
+        s = f"mixer={self.kind!r}, num_extra_tokens={self.num_extra}"
+        return s + (f", kpt_mixing={self.kpt_mixing!r}" if self.kind != 'attention' and self.num_extra else '')
 
 # %% ../nbs/12_mixers.ipynb #64635d46
 def sine_pos_embed_2d(h, w, dim, temperature=10000., normalize=True, scale=2 * math.pi) -> torch.Tensor:
@@ -230,15 +246,16 @@ def sine_pos_embed_2d(h, w, dim, temperature=10000., normalize=True, scale=2 * m
     freq = temperature ** (2 * torch.arange(half // 2, dtype=torch.float64) / half)   # T^(2k/d')
     def enc(p):
         a = p[:, None] / freq
-        return torch.stack([a.sin(), a.cos()], dim=-1).flatten(1)                     # sin, cos interleaved
+        return torch.stack([a.sin(), a.cos()], dim=-1).flatten(1)       # sin, cos interleaved
     ey = enc(y)[:, None, :].expand(h, w, half)
     ex = enc(x)[None, :, :].expand(h, w, half)
     return torch.cat([ey, ex], dim=-1).reshape(h * w, dim).float()
 
 # %% ../nbs/12_mixers.ipynb #b3ceba1a
 class MixerEncoder(nn.Module):
-    """`depth` MixerBlocks over `(B, E + h*w, dim)` tokens; sine PE on the visual tokens re-added before every layer; no
-    final LN. `kpt_mixing='readout'` (filter layers): the extra tokens read the grid once, after the last layer."""
+    """`depth` MixerBlocks over `(B, E + h*w, dim)` tokens; sine PE on the visual tokens re-added before every
+    layer; no final LN. `kpt_mixing='readout'` (filter layers): the extra tokens read the grid once, after the
+    last layer."""
     def __init__(self, dim, depth, mixer='attention', grid=None, num_heads=8, mlp_ratio=3., num_extra_tokens=0,
                  pos_embed='sine', pos_every_layer=True, drop_path=0., kpt_mixing='readout', **block_kw):
         super().__init__()
@@ -247,13 +264,15 @@ class MixerEncoder(nn.Module):
         self.dim, self.num_extra, self.pos_every_layer = dim, int(num_extra_tokens), pos_every_layer
         self.kpt_mixing = _check_kpt_mixing(kpt_mixing)
         self.grid = _grid(grid) if grid is not None else None
-        rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path] * depth   # linear, 0 -> drop_path
-        self.layers = nn.ModuleList(MixerBlock(dim, m, self.grid, num_heads, mlp_ratio, r, self.num_extra, kpt_mixing=kpt_mixing, **block_kw)
-                                    for m, r in zip(mixers, rates))
+        # drop-path rates rise linearly from 0 to drop_path
+        rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path] * depth
+        self.layers = nn.ModuleList(
+            MixerBlock(dim, m, self.grid, num_heads, mlp_ratio, r, self.num_extra, kpt_mixing=kpt_mixing, **block_kw)
+            for m, r in zip(mixers, rates))
         self.readout = None
         if kpt_mixing == 'readout' and self.num_extra and any(b.kind != 'attention' for b in self.layers):
-            self.readout = Readout(dim, num_heads, block_kw.get('qkv_bias', True), block_kw.get('cross_kv_proj', False),
-                                   block_kw.get('attn_drop', 0.), block_kw.get('proj_drop', 0.))
+            kw = {k: block_kw[k] for k in ('qkv_bias', 'attn_drop', 'proj_drop') if k in block_kw}
+            self.readout = Readout(dim, num_heads, kv_proj=block_kw.get('cross_kv_proj', False), **kw)
         if pos_embed == 'sine':
             if self.grid is None: raise ValueError("pos_embed='sine' needs grid=(h, w)")
             self.register_buffer('pos', sine_pos_embed_2d(*self.grid, dim), persistent=False)
@@ -263,8 +282,9 @@ class MixerEncoder(nn.Module):
     def forward(self, x, return_attn=False):
         E = self.num_extra
         if self.grid is not None:
-            _check_tokens(x, self.dim, E + self.grid[0] * self.grid[1], what=f' ({E} extra + {self.grid[0]}x{self.grid[1]} grid)')
-        attns, parts = [], None                       # parts = (extra, grid) while consecutive filter layers run
+            h, w = self.grid
+            _check_tokens(x, self.dim, E + h * w, what=f' ({E} extra + {h}x{w} grid)')
+        attns, parts = [], None               # parts = (extra, grid) while consecutive filter layers run
         for i, blk in enumerate(self.layers):
             pos = self.pos is not None and (i == 0 or self.pos_every_layer)
             if blk.kind == 'attention':
@@ -287,9 +307,11 @@ class MixerEncoder(nn.Module):
 
 # %% ../nbs/12_mixers.ipynb #3472501d
 class TokenPose(nn.Module):
-    "Keypoint tokens + visual tokens through a `MixerEncoder`: `forward(vis_tokens (B, h*w, in_dim)) -> dict(kpt_tokens, vis_tokens, attn)`."
+    """Keypoint tokens + visual tokens through a `MixerEncoder`:
+    `forward(vis_tokens (B, h*w, in_dim)) -> dict(kpt_tokens, vis_tokens, attn, readout_attn)`."""
     def __init__(self, grid=(16, 12), dim=192, depth=12, num_heads=8, mlp_ratio=3., num_keypoints=17,
-                 mixer='attention', in_dim=None, pos_embed='sine', pos_every_layer=True, drop_path=0., kpt_mixing='readout', **block_kw):
+                 mixer='attention', in_dim=None, pos_embed='sine', pos_every_layer=True, drop_path=0.,
+                 kpt_mixing='readout', **block_kw):
         super().__init__()
         if num_keypoints < 1: raise ValueError(f"num_keypoints must be >= 1; got {num_keypoints}")
         self.grid, self.dim, self.num_keypoints = _grid(grid), dim, num_keypoints
@@ -308,32 +330,39 @@ class TokenPose(nn.Module):
         x = torch.cat([self.kpt_tokens.expand(v.shape[0], -1, -1), v], dim=1)   # [K kpt | h*w vis]
         x, attn = self.encoder(x, return_attn=True) if return_attn else (self.encoder(x), None)
         ro = None
-        if attn is not None and self.encoder.readout is not None: attn, ro = attn[:-1], attn[-1]   # per layer | readout
+        if attn is not None and self.encoder.readout is not None:
+            attn, ro = attn[:-1], attn[-1]                                      # per layer | readout
         K = self.num_keypoints
         return dict(kpt_tokens=x[:, :K], vis_tokens=x[:, K:], attn=attn, readout_attn=ro)
 
 # %% ../nbs/12_mixers.ipynb #b8f71877
 class PatchEmbed(nn.Module):
-    "Non-overlapping patches by a conv with stride = patch: `(B, in_chans, H, W) -> (B, h*w, dim)` row-major, `grid = (H/ph, W/pw)`."
+    """Non-overlapping patches by a conv with stride = patch: `(B, in_chans, H, W) -> (B, h*w, dim)`, row-major,
+    on the grid `(H/ph, W/pw)`."""
     def __init__(self, in_chans=3, dim=192, patch_size=(16, 16), img_size=(256, 192)):
         super().__init__()
         (H, W), (ph, pw) = _grid(img_size, 'img_size'), _grid(patch_size, 'patch_size')
         if H % ph or W % pw:
-            raise ValueError(f"img_size (H, W) = ({H}, {W}) is not divisible by patch_size (ph, pw) = ({ph}, {pw})")
-        self.img_size, self.patch_size, self.in_chans, self.grid = (H, W), (ph, pw), in_chans, (H // ph, W // pw)
+            raise ValueError(f"img_size (H, W) = ({H}, {W}) is not divisible by patch_size (ph, pw) = "
+                             f"({ph}, {pw})")
+        self.img_size, self.patch_size, self.in_chans = (H, W), (ph, pw), in_chans
+        self.grid = (H // ph, W // pw)
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=(ph, pw), stride=(ph, pw))
 
     def forward(self, img):
-        if not torch.is_tensor(img) or img.ndim != 4 or img.shape[1] != self.in_chans or tuple(img.shape[2:]) != self.img_size:
+        ok = torch.is_tensor(img) and img.ndim == 4 and img.shape[1] == self.in_chans
+        if not ok or tuple(img.shape[2:]) != self.img_size:
             got = tuple(img.shape) if torch.is_tensor(img) else type(img).__name__
-            raise ValueError(f"img must be (B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}); got {got}")
+            H, W = self.img_size
+            raise ValueError(f"img must be (B, {self.in_chans}, {H}, {W}); got {got}")
         return self.proj(img).flatten(2).transpose(1, 2)
 
 class TokenPoseStudent(nn.Module):
-    """Backbone-free regression student: PatchEmbed -> TokenPose -> per-keypoint LN + Linear(dim, 2) + sigmoid ->
-    `coords (B, K, 2)` in [0, 1] as (x/W, y/H). Other keyword arguments (`kpt_mixing`, `drop_path`, ...) go to `TokenPose`."""
-    def __init__(self, img_size=(256, 192), patch_size=(16, 16), dim=192, depth=12, mixer='attention', num_keypoints=17,
-                 num_heads=8, mlp_ratio=3., in_chans=3, **kw):
+    """Backbone-free regression student: PatchEmbed -> TokenPose -> per-keypoint LN + Linear(dim, 2) + sigmoid
+    -> `coords (B, K, 2)` in [0, 1] as (x/W, y/H). Other keyword arguments (`kpt_mixing`, `drop_path`, ...) go
+    to `TokenPose`."""
+    def __init__(self, img_size=(256, 192), patch_size=(16, 16), dim=192, depth=12, mixer='attention',
+                 num_keypoints=17, num_heads=8, mlp_ratio=3., in_chans=3, **kw):
         super().__init__()
         self.patch_embed = PatchEmbed(in_chans, dim, patch_size, img_size)
         self.img_size, self.grid = self.patch_embed.img_size, self.patch_embed.grid
