@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 $(VENV)/.installed: settings.ini setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,deploy]"
 	touch $@
 
 install: $(VENV)/.installed
