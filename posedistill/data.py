@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import Dataset, DataLoader, DistributedSampler
 from PIL import Image
 from .keypoints import COCO17, MPII16, get_schema, flip_keypoints
-from .transforms import (_size, bbox_to_center_scale, get_affine_matrix, affine_points, warp_image,
-                                    normalize, crop_to_image, rescale_coords)
+from .transforms import _size, bbox_to_center_scale, get_affine_matrix, affine_points, warp_image
+from .transforms import normalize, crop_to_image, rescale_coords
 
 # %% auto #0
 __all__ = ['NO_AUGMENT', 'UPPER_BODY', 'test_data_path', 'load_json', 'PoseAugment', 'fix_aspect', 'half_body_box', 'crop_matrix',

@@ -9,8 +9,8 @@ import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .gfl import (GlobalFilter, spectral_filter, hermitian_filter, resize_filter_weight,
-                             _weight_for_grid, _to_map, _as_complex, _hw)
+from .gfl import GlobalFilter, spectral_filter, hermitian_filter, resize_filter_weight
+from .gfl import _weight_for_grid, _to_map, _as_complex, _hw
 
 # %% auto #0
 __all__ = ['StarReLU', 'DynamicFilter']

@@ -12,7 +12,8 @@ from torch import nn
 from .heads import TokenHead
 from .codecs import RegressionCodec
 from .backbones import StemNet
-from .models import PoseModel, build_model, count_params, count_flops
+from .models import PoseModel, build_model, count_params, count_flops, register_model
+from . import recipes
 from .train import atomic_write
 from tqdm.auto import tqdm
 
@@ -223,9 +224,8 @@ def distilpose_losses(student: nn.Module, teacher: nn.Module, terms=('kd_vt', 'k
 # %% ../nbs/31_distilpose.ipynb #94c7ce89
 def _register():
     "Make the DistilPose models and recipes known by name to build_model / get_recipe / run_recipe."
-    from posedistill import models, recipes
-    models.register_model('distilpose_student', distilpose_student)
-    models.register_model('distilpose_teacher', distilpose_teacher)
+    register_model('distilpose_student', distilpose_student)
+    register_model('distilpose_teacher', distilpose_teacher)
     recipes.RECIPES.setdefault('distilpose_teacher', dict(
         description='DistilPose teacher: TokenPose with heatmap readout on HRNet (paper: HRNet-W48, 256x192; '
                     'CPU: width 16, 64x48), the student token geometry',
