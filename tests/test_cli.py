@@ -43,3 +43,13 @@ def test_bench_mixers_quick(cli_env):
     r = run(['bench', 'mixers', '--quick'], cli_env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'GlobalFilter' in r.stdout and 'key ratios' in r.stdout
+
+def test_bench_students_quick(cli_env):
+    r = run(['bench', 'students', '--quick', '--batches', '1', '4'], cli_env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'gs / regression / none' in r.stdout and 'efficiency' in r.stdout
+    assert r.stdout.count('| attention /') == 6                      # 3 attention students x 2 batch sizes
+
+def test_bench_students_bad_batch(cli_env):
+    r = run(['bench', 'students', '--quick', '--batches', '0'], cli_env)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and '--batches' in r.stderr
