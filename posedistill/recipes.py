@@ -180,7 +180,9 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
     with `data_seed`; `overrides` change recipe keys (see `get_recipe`). `track_valid`: score the validation
     split after every epoch (the Trainer's `history['valid_PCK']`); the final scores are computed in any case.
     `teacher`: a model or a run folder; a student recipe (one that names its teacher) needs it, or
-    `teacher=False` to train alone on purpose. Returns `RecipeRun(model, trainer, metrics)`."""
+    `teacher=False` to train alone on purpose. `steps`: train on the first `steps` batches (one epoch) when fewer than
+    an epoch, else round(steps / steps per epoch) whole epochs (so `metrics["steps"]` may differ from `steps`).
+    Returns `RecipeRun(model, trainer, metrics)`."""
     if isinstance(name, dict):
         if overrides: raise ValueError("give overrides to get_recipe, not with a recipe dict")
         recipe = copy.deepcopy(name)
