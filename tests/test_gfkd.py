@@ -13,7 +13,7 @@ def test_wrong_input_size_names_both_grids():
 def test_resized_student_runs_and_keeps_weights():
     s = gf_student('cpu', 'gs')
     r = resized(s, (128, 96))
-    assert r.head.grid == (16, 12) and r(torch.randn(1, 3, 128, 96))['coords'].shape == (1, 17, 2)
+    assert r.head.grid == (32, 24) and r(torch.randn(1, 3, 128, 96))['coords'].shape == (1, 17, 2)
     a, b = dict(s.named_parameters()), dict(r.named_parameters())
     assert torch.equal(a['head.tokenpose.embed.weight'], b['head.tokenpose.embed.weight'])
     with pytest.raises(ValueError, match='only regression students'):
