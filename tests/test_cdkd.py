@@ -130,3 +130,18 @@ def test_two_step_training_with_cache(tmp_path):
     assert int(extra2['cdkd_logit'].etht.step) == 2
     assert extra2['cdkd_logit'].etht.theta.item() == pytest.approx(extra['cdkd_logit'].etht.theta.item())
     assert r2.metrics['PCK@0.05'] == pytest.approx(r.metrics['PCK@0.05'])
+
+def test_learnt_weights_rise(pair):
+    "learn_weights: alpha and beta are trained through the reversal too; raising a weight raises the loss, so both rise."
+    st, te = pair
+    ds = SynthPose('train', n=8, sizes=((16, 16), (64, 64)), config=SynthPoseConfig.calibrated())
+    dl = torch.utils.data.DataLoader(ds, batch_size=4)
+    extra, lw = cdkd_losses(build_model('simcc_hrnet', 'cpu', input_size=(16, 16)), te, total_steps=4,
+                            learn_weights=True, schedule='constant')
+    tr = Trainer(build_model('simcc_hrnet', 'cpu', input_size=(16, 16)), dl, teacher=te, extra_losses=extra,
+                 loss_weights=lw, student_input='image_16x16', teacher_input='image_64x64', epochs=1, progress=False,
+                 live_plot=False)
+    a0, b0 = extra['cdkd_fea'].alpha.value, extra['cdkd_logit'].beta.value
+    logs = tr.train_step(next(iter(dl)))
+    assert logs['cdkd_alpha'] == pytest.approx(a0) and logs['cdkd_beta'] == pytest.approx(b0)
+    assert extra['cdkd_fea'].alpha.value > a0 and extra['cdkd_logit'].beta.value > b0
