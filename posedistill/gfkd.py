@@ -14,8 +14,8 @@ from .heads import TokenHead
 from .models import PoseModel, register_model, count_params
 from .gfl import GlobalFilter, resize_filter_weight
 from .dynamic import DynamicFilter
-from .tde import TokenDistillingEncoder, kpt_token_loss, vis_token_loss
-from .tde import sim_heatmap_loss, confidence_loss, joint_weight, DEFAULT_WEIGHTS
+from .tde import TokenDistillingEncoder, check_token_geometry, kpt_token_loss, vis_token_loss
+from .tde import sim_heatmap_loss, confidence_loss, joint_weight, DEFAULT_WEIGHTS, _Term
 from . import recipes
 from .bench import count_flops, time_round_robin
 from tqdm.auto import tqdm
@@ -159,13 +159,6 @@ def pooled_vis_token_loss(s_vis: torch.Tensor, s_grid, t_vis: torch.Tensor, t_gr
 GF_WEIGHTS = {**DEFAULT_WEIGHTS, 'kd_sm': 1.}
 GF_TERMS = {'regression': ('kd_kt', 'kd_vt', 'kd_cs'), 'simcc': ('kd_kt', 'kd_vt', 'kd_sm')}
 
-class _Term:
-    "A named Trainer term reading the teacher online, or from a TeacherCache (then the teacher is not run)."
-    def __init__(self, fn, cache=None): self.fn, self.cache, self.needs_teacher = fn, cache, cache is None
-    def __call__(self, s_out, t_out, batch):
-        if self.cache is not None: t_out = self.cache.lookup(batch, s_out['kpt_tokens'].device)
-        return self.fn(s_out, t_out, batch)
-
 def gf_losses(student, teacher, terms=None, weights: dict | None = None, cache=None, T: float = 0.5):
     """`(extra_losses, loss_weights)` for `run_recipe` / `Trainer`: the distillation terms of a global-filter student
     (default `GF_TERMS[readout]`; `kd_sm` is the SimCC marginal term at temperature `T`), weights `GF_WEIGHTS`."""
@@ -175,15 +168,8 @@ def gf_losses(student, teacher, terms=None, weights: dict | None = None, cache=N
     bad = [t for t in terms if t not in GF_WEIGHTS or need.get(t, ro) != ro]
     if bad: raise ValueError(f"terms {bad} do not apply to a {ro} student; choose from "
                              f"{[t for t in GF_WEIGHTS if need.get(t, ro) == ro]}")
+    check_token_geometry(student, teacher, pool=True)      # a finer student grid is pooled onto the teacher's
     sh, th = student.head, teacher.head
-    if not hasattr(th, 'grid') or not hasattr(th, 'tokenpose'):
-        raise ValueError(f"the teacher has no token head ({type(th).__name__}): these terms need a token teacher")
-    if (sh.num_keypoints, sh.tokenpose.dim) != (th.num_keypoints, th.tokenpose.dim):
-        raise ValueError(f"student tokens ({sh.num_keypoints} keypoints, dim {sh.tokenpose.dim}) and teacher tokens "
-                         f"({th.num_keypoints} keypoints, dim {th.tokenpose.dim}) differ")
-    if sh.grid[0] % th.grid[0] or sh.grid[1] % th.grid[1]:
-        raise ValueError(f"the student's {sh.grid[0]}x{sh.grid[1]} token grid does not pool onto the teacher's "
-                         f"{th.grid[0]}x{th.grid[1]} grid")
     if teacher.training or any(p.requires_grad for p in teacher.parameters()):
         raise ValueError("the teacher must be frozen (eval mode, no gradients): pass posedistill.train.freeze(teacher)")
     fns = {

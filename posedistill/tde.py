@@ -65,12 +65,15 @@ def distilpose_teacher(size: str = 'cpu', input_size=None, **kw) -> PoseModel:
     return m
 
 # %% ../nbs/31_distilpose.ipynb #28410c59
-def check_token_geometry(student: nn.Module, teacher: nn.Module):
-    "Raise a ValueError unless student and teacher heads have the same keypoint count, token grid and token width."
+def check_token_geometry(student: nn.Module, teacher: nn.Module, pool: bool = False):
+    """Raise a ValueError unless student and teacher heads have the same keypoint count, token grid and token width.
+    `pool=True` also accepts a student grid that is an integer multiple of the teacher's (pooled onto it)."""
     s, t = student.head, teacher.head
     for who, h in (('student', s), ('teacher', t)):
         if not hasattr(h, 'grid') or not hasattr(h, 'tokenpose'):
             raise ValueError(f"the {who} has no token head ({type(h).__name__}): DistilPose needs token heads on both sides")
+    divides = all(a % b == 0 for a, b in zip(s.grid, t.grid))
+    if pool and divides and (s.num_keypoints, s.tokenpose.dim) == (t.num_keypoints, t.tokenpose.dim): return
     if (s.num_keypoints, s.grid, s.tokenpose.dim) != (t.num_keypoints, t.grid, t.tokenpose.dim):
         n = lambda h: f"(B, {h.num_keypoints} + {h.grid[0]}x{h.grid[1]} tokens, dim {h.tokenpose.dim})"
         hint = ''
@@ -199,7 +202,7 @@ class _Term:
     "A named Trainer term reading the teacher's output online, or from a TeacherCache (then the teacher is not run)."
     def __init__(self, fn, cache=None): self.fn, self.cache, self.needs_teacher = fn, cache, cache is None
     def __call__(self, s_out, t_out, batch):
-        if self.cache is not None: t_out = self.cache.lookup(batch, s_out['coords'].device)
+        if self.cache is not None: t_out = self.cache.lookup(batch, s_out['kpt_tokens'].device)
         return self.fn(s_out, t_out, batch)
 
 def distilpose_losses(student: nn.Module, teacher: nn.Module, terms=('kd_vt', 'kd_kt', 'kd_hm', 'kd_cs'),

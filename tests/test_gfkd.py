@@ -35,3 +35,11 @@ def test_distilled_training_steps(readout, tmp_path):
                    track_valid=False)
     assert r.metrics['steps'] == 2 and set(extra) <= set(r.metrics['extra_losses'])
     assert (tmp_path / 'run' / 'last.pt').is_file()
+
+def test_token_geometry_pooling():
+    from posedistill.tde import check_token_geometry
+    te, s = freeze(distilpose_teacher('cpu')), gf_student('cpu', 'gs')      # 16x12 student grid, 8x6 teacher grid
+    with pytest.raises(ValueError, match='differ'): check_token_geometry(s, te)
+    check_token_geometry(s, te, pool=True)
+    with pytest.raises(ValueError, match='differ'):
+        check_token_geometry(gf_student('cpu', 'gs', input_size=(60, 48), patch_size=(4, 4)), te, pool=True)
