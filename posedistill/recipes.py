@@ -174,13 +174,13 @@ def load_run(path) -> RecipeRun:
 # %% ../nbs/24_training.ipynb #bf64a3ed
 def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None, teacher=None,
                extra_losses: dict | None = None, loss_weights: dict | None = None, data_seed: int = 0,
-               cache=True, ckpt_dir=None, track_valid: bool = True, progress: bool = False, live_plot=False,
+               cache=True, ckpt_dir=None, track_valid: bool = True, progress: bool = False, live_plot=False, callbacks=(),
                **overrides) -> RecipeRun:
     """Train recipe `name` (or a dict from `get_recipe`) at `size` with training `seed` on SynthPose drawn
     with `data_seed`; `overrides` change recipe keys (see `get_recipe`). `track_valid`: score the validation
     split after every epoch (the Trainer's `history['valid_PCK']`); the final scores are computed in any case.
     `teacher`: a model or a run folder; a student recipe (one that names its teacher) needs it, or
-    `teacher=False` to train alone on purpose. `steps`: train on the first `steps` batches (one epoch) when fewer than
+    `teacher=False` to train alone on purpose. `callbacks`: Trainer callbacks (e.g. a progress hook). `steps`: train on the first `steps` batches (one epoch) when fewer than
     an epoch, else round(steps / steps per epoch) whole epochs (so `metrics["steps"]` may differ from `steps`).
     Returns `RecipeRun(model, trainer, metrics)`."""
     if isinstance(name, dict):
@@ -247,7 +247,7 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
                       warmup_steps=recipe['warmup_steps'], warmup_epochs=recipe['warmup_epochs'],
                       schedule=recipe['schedule'], milestones=recipe['milestones'],
                       clip_grad=recipe['clip_grad'],
-                      amp=recipe['amp'], device=recipe['device'], seed=seed, ckpt_dir=ck, progress=progress,
+                      amp=recipe['amp'], device=recipe['device'], seed=seed, ckpt_dir=ck, progress=progress, callbacks=callbacks,
                       live_plot=live_plot, flip_test=recipe['flip_test'])
     if ck is not None:
         ck.mkdir(parents=True, exist_ok=True)
