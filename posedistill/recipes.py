@@ -175,13 +175,16 @@ def load_run(path) -> RecipeRun:
 def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None, teacher=None,
                extra_losses: dict | None = None, loss_weights: dict | None = None, data_seed: int = 0,
                cache=True, ckpt_dir=None, track_valid: bool = True, progress: bool = False, live_plot=False, callbacks=(),
-               **overrides) -> RecipeRun:
+               datasets=None, evaluate=None, data_info=None, **overrides) -> RecipeRun:
     """Train recipe `name` (or a dict from `get_recipe`) at `size` with training `seed` on SynthPose drawn
     with `data_seed`; `overrides` change recipe keys (see `get_recipe`). `track_valid`: score the validation
     split after every epoch (the Trainer's `history['valid_PCK']`); the final scores are computed in any case.
     `teacher`: a model or a run folder; a student recipe (one that names its teacher) needs it, or
     `teacher=False` to train alone on purpose. `callbacks`: Trainer callbacks (e.g. a progress hook). `steps`: train on the first `steps` batches (one epoch) when fewer than
     an epoch, else round(steps / steps per epoch) whole epochs (so `metrics["steps"]` may differ from `steps`).
+    `datasets`: `(train, val)` to train on instead of SynthPose (e.g. COCO, MPII: samples with the same keys),
+    scored at the end by `evaluate(model, val, input_key, flip_test, batch_size, device) -> dict` (default
+    `evaluate_pose`); `data_info` (a JSON-able dict naming the data) is saved in `run.json`.
     Returns `RecipeRun(model, trainer, metrics)`."""
     if isinstance(name, dict):
         if overrides: raise ValueError("give overrides to get_recipe, not with a recipe dict")
@@ -204,7 +207,9 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
                              f"{tuple(teacher.input_size)}")
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive int or None; got {steps!r}")
-    train_ds, val_ds = make_datasets(recipe, data_seed, t_size, cache)
+    if datasets is None: train_ds, val_ds = make_datasets(recipe, data_seed, t_size, cache)
+    else: train_ds, val_ds = datasets
+    evaluate = evaluate_pose if evaluate is None else evaluate
     t0 = time.perf_counter()
     bs = recipe['batch_size']
     spe = len(train_ds) // bs
@@ -215,7 +220,7 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
     if steps is not None:
         if steps < spe: train_set, epochs = Subset(train_ds, range(steps * bs)), 1
         else: epochs = max(1, round(steps / spe))
-    if cache is not False:
+    if cache is not False and hasattr(train_ds, 'fill_cache'):
         n_fill = steps * bs if steps is not None and steps < spe else len(train_ds)
         # render (and cache) every size once
         train_ds.fill_cache(n=n_fill); val_ds.fill_cache()
@@ -226,6 +231,7 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
     run_info = dict(recipe=recipe, seed=seed, data_seed=data_seed, steps=steps, epochs=epochs,
                     teacher=None if teacher is None else f"{type(teacher).__name__} {t_size}",
                     extra_losses=sorted(extra_losses or {}), loss_weights=loss_weights or {})
+    if data_info is not None: run_info['data'] = data_info
     ck = None if ckpt_dir is None else Path(ckpt_dir)
     resume = False
     if ck is not None and (ck / 'last.pt').is_file():
@@ -268,8 +274,8 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
                    data_seed=data_seed,
                    n_train=len(train_set), teacher=run_info['teacher'],
                    extra_losses=run_info['extra_losses'], resumed=resume,
-                   **evaluate_pose(m, val_ds, key, flip_test=recipe['flip_test'], batch_size=2 * bs,
-                                   device=trainer.device))
+                   **evaluate(m, val_ds, key, flip_test=recipe['flip_test'], batch_size=2 * bs,
+                              device=trainer.device))
     if ck is not None: _write_json(metrics, ck / 'metrics.json')
     return RecipeRun(m, trainer, metrics)
 
