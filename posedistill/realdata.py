@@ -258,8 +258,9 @@ def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=N
                   flip_test: bool = True, bbox_file=None, track_valid: bool = False, progress: bool = False,
                   **overrides) -> RecipeRun:
     """Train recipe `name` at `size` on `data` ('synth', 'coco:PATH', 'mpii:PATH') into the run folder `out` and score
-    it on the validation split with flip test. `teacher`: a run folder (or checkpoint in one) of the teacher, for a
-    student recipe; False trains a student alone. `overrides` are recipe keys (`epochs`, `batch_size`, `device`, `lr`,
+    it on the validation split with flip test. `teacher`: a run folder (or checkpoint in one) of a teacher, required by a
+    student recipe (one naming its teacher; False trains it alone); whether the recipe can distil from it is
+    `posedistill.demo.distill_losses`'s call. `overrides` are recipe keys (`epochs`, `batch_size`, `device`, `lr`,
     `n_train`, ...). Returns `run_recipe`'s `RecipeRun`."""
     import_methods()
     s = parse_data(data, ('train', 'val'))
@@ -269,9 +270,6 @@ def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=N
     overrides = {k: v for k, v in overrides.items() if v is not None}
     recipe = recipe_for_data(name, s, size, **overrides)
     recipe['flip_test'] = bool(flip_test)
-    if teacher is not None and teacher is not False and not recipe.get('teacher'):
-        raise ValueError(f"recipe {recipe['name']!r} trains without a teacher; a teacher is for the student recipes "
-                         f"(those naming one, e.g. student_regression)")
     if teacher is None and recipe.get('teacher'):
         raise ValueError(f"recipe {recipe['name']!r} is a student of {recipe['teacher']!r}: give a teacher (a run "
                          f"folder of {recipe['teacher']!r}) to distil from, or train it alone on purpose (no teacher)")
