@@ -77,12 +77,21 @@ def _parser() -> argparse.ArgumentParser:
                        description='Train and compare the distillation methods on SynthPose (stages are cached in '
                                    'OUT and resumed); --smoke only checks the installation.')
     d.add_argument('--smoke', action='store_true', help='only the installation smoke check (seconds)')
-    d.add_argument('--quick', action='store_true', help='short schedules (minutes instead of hours; rough numbers)')
+    d.add_argument('--quick', action='store_true', help='short schedules: about 6 minutes on 2 CPU cores (rough numbers); '
+                   'the same as --profile quick')
+    d.add_argument('--profile', choices=('quick', 'full', 'tiny'), default=None,
+                   help="full (the default): the lessons' schedules, about 25 CPU-core minutes; quick: see --quick; "
+                        "tiny: a seconds-long smoke run whose numbers mean nothing")
+    d.add_argument('--jobs', type=_pos_int, default=None, metavar='N',
+                   help='stages trained at a time, in worker processes of one thread each (default: one per CPU core '
+                        'up to 4; 1 on a GPU)')
     d.add_argument('--out', default='demo_runs', metavar='DIR', help='the folder of the runs and the report (default: demo_runs)')
     d.add_argument('--seeds', type=_pos_int, default=1, metavar='N', help='student seeds per method (default: 1)')
     d.add_argument('--device', default='auto', help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    d.add_argument('--methods', default='all', help="a comma list of methods, or 'all' (default)")
-    d.add_argument('--fresh', action='store_true', help='ignore cached stages: train everything again')
+    d.add_argument('--methods', default='all', help="a comma list of distilpose, gf (both gf_gs and gf_gd), cdkd, ocd (both "
+                   "ocd and tcd), or 'all' (default)")
+    d.add_argument('--fresh', action='store_true', help='move the finished stages of this profile aside (OUT/PROFILE.<time>.bak) '
+                   'and train everything again')
     b = sub.add_parser('bench', help='benchmarks that print a table')
     b.add_argument('what', choices=['render', 'mixers', 'students', 'deploy'],
                    help='render: SynthPose samples/s; mixers: GS/GD/attention token mixers; students: the '
