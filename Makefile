@@ -15,8 +15,9 @@ $(VENV)/.installed: settings.ini setup.py
 
 install: $(VENV)/.installed
 
+# the main job, quick: about 5 minutes on 2 CPU cores (`posedistill demo` without --quick: the lessons' schedules)
 demo: install
-	$(BIN)/posedistill demo
+	$(BIN)/posedistill demo --quick
 
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing

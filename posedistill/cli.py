@@ -77,10 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                        description='Train and compare the distillation methods on SynthPose (stages are cached in '
                                    'OUT and resumed); --smoke only checks the installation.')
     d.add_argument('--smoke', action='store_true', help='only the installation smoke check (seconds)')
-    d.add_argument('--quick', action='store_true', help='short schedules: about 6 minutes on 2 CPU cores (rough numbers); '
+    d.add_argument('--quick', action='store_true', help='short schedules: about 5 minutes on 2 CPU cores (rough numbers); '
                    'the same as --profile quick')
     d.add_argument('--profile', choices=('quick', 'full', 'tiny'), default=None,
-                   help="full (the default): the lessons' schedules, about 25 CPU-core minutes; quick: see --quick; "
+                   help="full (the default): the lessons' schedules, about 12 minutes on 2 CPU cores; quick: see --quick; "
                         "tiny: a seconds-long smoke run whose numbers mean nothing")
     d.add_argument('--jobs', type=_pos_int, default=None, metavar='N',
                    help='stages trained at a time, in worker processes of one thread each (default: one per CPU core '
