@@ -103,12 +103,15 @@ def _total_steps(recipe: dict, steps: int | None = None) -> int:
     if steps is None: return recipe['epochs'] * spe
     return steps if steps < spe else max(1, round(steps / spe)) * spe
 
-def distill_losses(recipe: dict, student, teacher, total_steps: int) -> tuple:
+def distill_losses(recipe: dict, student, teacher, total_steps: int, seed: int | None = None) -> tuple:
     """`(extra_losses, loss_weights)` of the method whose student `recipe` (a `get_recipe` dict) names, for `student`
-    distilled from the frozen `teacher` over `total_steps` optimiser steps (CDKD's ETHT schedule needs them)."""
+    distilled from the frozen `teacher` over `total_steps` optimiser steps (CDKD's ETHT schedule needs them). With
+    `seed`, terms that hold weights of their own (CDKD's projectors) draw them after `set_seed(seed)`: the same run
+    wherever it is built."""
     name = recipe['name'] if isinstance(recipe, dict) else str(recipe)
     if teacher is None: raise ValueError(f"recipe {name!r}: distillation needs a teacher")
     teacher = freeze(teacher)
+    if seed is not None: set_seed(seed)
     if name == 'distilpose_student': return tde.distilpose_losses(student, teacher, DISTILPOSE_TERMS)
     if name.startswith('gf_student_'): return gfkd.gf_losses(student, teacher)
     if name in ('tcd', 'deeppose', 'deeppose_reduced'): return ocd.tcd_losses(student, teacher)
@@ -263,8 +266,7 @@ def _train_stage(stage, d, profile, seed, device, bar, jobs) -> dict:
         if finished(TEACHERS[stage.teacher], root, profile) is None:
             raise RuntimeError(f"the teacher stage {stage.teacher} is not finished")
         teacher = freeze(load_run(t_dir).model)
-        set_seed(seed)                  # loss modules with weights (CDKD's projectors) start from seeded weights too
-        extra, lw = distill_losses(recipe, build_recipe_model(recipe), teacher, _total_steps(recipe, steps))
+        extra, lw = distill_losses(recipe, build_recipe_model(recipe), teacher, _total_steps(recipe, steps), seed=seed)
         kw = dict(teacher=teacher, extra_losses=extra, loss_weights=lw)
     per_step = STEP_MS.get(stage.recipe, 50) + (STEP_MS[TEACHERS[stage.teacher].recipe] / 3 if stage.teacher else 0)
     run = run_recipe(recipe, seed=seed, steps=steps, ckpt_dir=d, track_valid=False, progress=False,

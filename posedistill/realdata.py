@@ -291,7 +291,7 @@ def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=N
         from posedistill.demo import distill_losses
         if n is None: n = recipe['data']['n_train'] or 10000
         total = _total_steps(n, recipe['batch_size'], recipe['epochs'], steps)
-        try: extra, lw = distill_losses(recipe, build_recipe_model(recipe), t_model, total)
+        try: extra, lw = distill_losses(recipe, build_recipe_model(recipe), t_model, total, seed=seed)
         except (ValueError, KeyError) as e:
             raise ValueError(f"recipe {recipe['name']!r} cannot distil from teacher {teacher}: {_one_line(e)}") from None
     info = {'spec': str(s), 'kind': s.kind, 'bbox_file': None if bbox_file is None else str(bbox_file),
