@@ -214,7 +214,7 @@ def _fingerprint(key: str, profile: str) -> str:
         t = freeze(build_recipe_model(stage_recipe(TEACHERS[stage.teacher], profile, 'cpu')[0]))
         extra, fp['terms'] = distill_losses(recipe, build_recipe_model(recipe), t, _total_steps(recipe, steps))
         if any(isinstance(f, torch.nn.Module) and any(True for _ in f.parameters()) for f in extra.values()):
-            fp['loss_modules'] = 'seeded'           # their initial weights are drawn after set_seed(seed)
+            fp['loss_modules'] = 'drawn in distill_losses after set_seed(seed)'     # how their initial weights are made
     return json.dumps(fp, sort_keys=True, default=str)
 
 def stage_fingerprint(stage: Stage, profile: str) -> dict:
