@@ -491,7 +491,10 @@ def _report_line(st, s, r, seeds):
 def _run_stages(todo, root, profile, seeds, dev, jobs, bar) -> dict:
     "Run the `(stage, seed)` pairs of `todo` (finished ones are read back), `jobs` at a time, each when its teacher is done."
     results, ready = {}, lambda st: st.teacher is None or finished(TEACHERS[st.teacher], root, profile) is not None
-    pending = list(todo)
+    pending = []
+    for st, s in todo:                     # finished stages are read back here, and cost nothing on the progress bar
+        if (r := finished(st, root, profile, s)) is not None: results[(st.key, s)] = r
+        else: pending.append((st, s))
     if jobs == 1:
         for st, s in pending:
             bar.set_description_str(f"demo {st.key}")
@@ -502,6 +505,7 @@ def _run_stages(todo, root, profile, seeds, dev, jobs, bar) -> dict:
                 _advance(bar, stage_cost(st, profile) - (bar.n - before))
                 bar.write(_report_line(st, s, r, seeds))
             results[(st.key, s)] = r
+        _advance(bar, bar.total - bar.n)
         return results
     ctx = mp.get_context('spawn')
     mod = importlib.import_module('posedistill.demo')     # what the workers import (also when run from a notebook)

@@ -74,6 +74,7 @@ def test_demo_resumes_after_ctrl_c(tmp_path):
     assert f'{len(kept)} of 4 stages already finished' in p.stdout
     after = finished(out)
     assert len(after) == 4 and all(after[k] == t for k, t in kept.items())   # finished stages read back, not retrained
+    for k in kept: assert f'{k}:' not in p.stdout          # ...and not reported as trained
     demo('--profile', 'tiny', '--methods', 'ocd', '--jobs', '1', '--out', ref)
     assert scores(out) == scores(ref)                      # nothing lost: as if never interrupted
 
