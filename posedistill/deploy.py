@@ -18,7 +18,7 @@ from .train import atomic_write, load_checkpoint
 from .bench import time_round_robin, TIMERS
 
 # %% auto #0
-__all__ = ['DEPLOY_PACKAGES', 'DEPLOY_EXTRA', 'FFT_FORMS', 'INFERENCE_FORMS', 'METHOD_MODULES', 'require_deploy', 'dft_matrices',
+__all__ = ['DEPLOY_PACKAGES', 'DEPLOY_EXTRA', 'FFT_FORMS', 'INFERENCE_FORMS', 'require_deploy', 'dft_matrices',
            'spectral_filter_real', 'GlobalFilterInference', 'DynamicFilterInference', 'inference_form',
            'inference_model', 'decode_graph', 'DeployGraph', 'model_input_size', 'export_onnx', 'onnx_session',
            'run_onnx', 'check_parity', 'parity_families', 'parity_table', 'parity_markdown', 'load_for_export',
@@ -388,36 +388,23 @@ def parity_markdown(rows, batches=(1, 7)) -> str:
                          f"{r['size_kb']:.0f}"] for r in rows])
 
 # %% ../nbs/40_deploy.ipynb #2471d924
-METHOD_MODULES = ('posedistill.tde',)      # modules that register models by name: imported before building one
-
-def _import_methods():
-    for name in METHOD_MODULES:
-        if importlib.util.find_spec(name) is not None: importlib.import_module(name)
-
 def _first_line(e, n=300): return ' '.join(str(e).split())[:n]
 
 def load_for_export(ckpt, model: str | None = None, size: str = 'cpu', input_size=None, **model_kw) -> nn.Module:
     """The trained model of `ckpt`, in eval mode: a run folder of `run_recipe` (or a checkpoint file inside one), or a
     weights file with `model`, the `build_model` name (and the `size` and `input_size` it was trained at)."""
-    from posedistill.recipes import build_recipe_model
-    _import_methods()
+    from posedistill.recipes import load_run, import_methods
     p = Path(ckpt)
     if not p.exists(): raise FileNotFoundError(f"checkpoint {p} not found")
-    run_dir = p if p.is_dir() else p.parent
     if model is None:
-        if not (run_dir / 'run.json').is_file():
+        if not ((p if p.is_dir() else p.parent) / 'run.json').is_file():
             raise ValueError(f"{p} is not a run folder of run_recipe (no run.json): give a weights file and the "
                              f"model's name (--model NAME, with --size and --input-size as trained)")
-        try: recipe = json.loads((run_dir / 'run.json').read_text())['recipe']
-        except Exception as e: raise ValueError(f"{run_dir / 'run.json'} is not a posedistill run: {_first_line(e)}")
-        if not isinstance(recipe, dict) or 'model' not in recipe:
-            raise ValueError(f"{run_dir / 'run.json'} is not a posedistill run (no recipe naming a model)")
-        net = build_recipe_model(recipe)
-        weights = p / 'last.pt' if p.is_dir() else p
-    else:
-        if p.is_dir(): raise ValueError(f"{p} is a folder; with a model name give the weights file itself")
-        net = build_model(model, size, input_size=input_size, **model_kw)
-        weights = p
+        return load_run(p).model                           # the recipe's model, any method's; errors name the file
+    if p.is_dir(): raise ValueError(f"{p} is a folder; with a model name give the weights file itself")
+    import_methods()                                       # method models are registered by name on import
+    net = build_model(model, size, input_size=input_size, **model_kw)
+    weights = p
     state = load_checkpoint(weights)                           # a clear error for a missing or non-torch file
     try: load_weights(net, state)
     except ValueError as e:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/26_realdata.ipynb #8b1b77ae
 from __future__ import annotations
-import importlib, importlib.util, json, math, shutil
+import json, shutil
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -12,17 +12,16 @@ import torch
 from torch.utils.data import DataLoader
 from .data import COCOPose, MPIIPose, uncrop_keypoints, load_json, test_data_path
 from .keypoints import get_schema
-from .models import load_weights
-from .recipes import get_recipe, build_recipe_model, run_recipe, evaluate_pose, data_config, RecipeRun, _jsonable
+from .recipes import (get_recipe, build_recipe_model, run_recipe, evaluate_pose, data_config, RecipeRun,
+                                 _jsonable, _one_line, import_methods, load_run, recipe_steps)
 from .synthpose import SynthPose
-from .train import collect_predictions, load_checkpoint, atomic_write, get_device
+from .train import collect_predictions, atomic_write, get_device
 from . import metrics as M
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'DATA_KINDS', 'SCHEMA_OF', 'METHOD_MODULES', 'PCKH_APPROX', 'DataSpec', 'parse_data', 'sample_layout',
-           'real_datasets', 'recipe_for_data', 'import_methods', 'coco_predictions', 'evaluate_coco', 'mpii_headboxes',
-           'evaluate_mpii', 'load_trained', 'check_model_data', 'evaluator', 'train_on_data', 'evaluate_run',
-           'metrics_table']
+__all__ = ['LAYOUTS', 'DATA_KINDS', 'SCHEMA_OF', 'PCKH_APPROX', 'DataSpec', 'parse_data', 'sample_layout', 'real_datasets',
+           'recipe_for_data', 'coco_predictions', 'evaluate_coco', 'mpii_headboxes', 'evaluate_mpii', 'load_trained',
+           'check_model_data', 'evaluator', 'train_on_data', 'evaluate_run', 'metrics_table']
 
 # %% ../nbs/26_realdata.ipynb #a16b8709
 LAYOUTS = {
@@ -119,16 +118,6 @@ def recipe_for_data(name, spec, size: str = 'cpu', **overrides) -> dict:
         raise ValueError(f"recipe {r['name']!r} cannot be trained on {s.kind.upper()}: {_one_line(e)}") from None
     return r
 
-def _one_line(e, n: int = 400) -> str: return ' '.join(str(e).split())[:n]
-
-# %% ../nbs/26_realdata.ipynb #03d0f477
-METHOD_MODULES = ('posedistill.tde', 'posedistill.gfkd', 'posedistill.ocd', 'posedistill.cca')
-
-def import_methods():
-    "Import the method modules, which register their recipes and models (`posedistill.recipes.RECIPES`)."
-    for m in METHOD_MODULES:
-        if importlib.util.find_spec(m) is not None: importlib.import_module(m)
-
 # %% ../nbs/26_realdata.ipynb #9dc9aae4
 def _key(model, input_key=None):
     if input_key is not None: return input_key
@@ -204,30 +193,10 @@ def evaluate_mpii(model, ds: MPIIPose, input_key=None, flip_test: bool = True, b
 
 # %% ../nbs/26_realdata.ipynb #723787c6
 def load_trained(ckpt) -> tuple:
-    """`(model in eval mode, run info)` of a run folder (its `last.pt`) or a checkpoint file inside one; the model is
-    the recipe's of `run.json`. `FileNotFoundError` / `ValueError` name the file and what does not fit."""
-    p = Path(ckpt)
-    if not p.exists(): raise FileNotFoundError(f"checkpoint {p} not found")
-    run_dir = p if p.is_dir() else p.parent
-    if not (run_dir / 'run.json').is_file():
-        raise ValueError(f"{p} is not a run folder of posedistill train / run_recipe (no run.json in {run_dir})")
-    try:
-        run = json.loads((run_dir / 'run.json').read_text())
-        recipe = run['recipe']; recipe['model']
-    except Exception as e: raise ValueError(f"{run_dir / 'run.json'} is not a posedistill run: {_one_line(e, 200)}") from None
-    import_methods()
-    for k in ('input_size', 'teacher_input_size'):
-        if recipe.get(k) is not None: recipe[k] = tuple(recipe[k])
-    try: net = build_recipe_model(recipe)
-    except ValueError as e: raise ValueError(f"{run_dir / 'run.json'}: cannot build its model: {_one_line(e)}") from None
-    weights = p / 'last.pt' if p.is_dir() else p
-    state = load_checkpoint(weights)
-    try: load_weights(net, state)
-    except ValueError as e:
-        raise ValueError(f"{weights} does not hold the weights of recipe {recipe.get('name')!r} (model "
-                         f"{recipe['model']!r} at {recipe['input_size'][0]}x{recipe['input_size'][1]}): "
-                         f"{_one_line(e, 200)}") from None
-    return net.eval(), run
+    """`(model in eval mode, run info)` of a run folder or a checkpoint file inside one: the model of `load_run` (which
+    names the file and what does not fit) and the folder's `run.json`."""
+    model, p = load_run(ckpt).model, Path(ckpt)
+    return model, json.loads(((p if p.is_dir() else p.parent) / 'run.json').read_text())
 
 def _schema_name(model) -> str:
     s = getattr(model, 'schema', None)
@@ -241,18 +210,12 @@ def check_model_data(model, spec, what: str = 'the model') -> None:
                          f"model trained on {s.kind.upper() if s.kind != 'synth' else 'SynthPose or COCO'}")
 
 # %% ../nbs/26_realdata.ipynb #8b3a966c
-def _total_steps(n: int, bs: int, epochs: int, steps) -> int:
-    spe = n // bs
-    if steps is None: return epochs * spe
-    return steps if steps < spe else max(1, round(steps / spe)) * spe
-
-def evaluator(spec, bbox_file=None, n_test=None):
+def evaluator(spec):
     "`fn(model, val_ds, input_key, flip_test, batch_size, device) -> dict`: the measure of the data kind of `spec`."
     s = parse_data(spec, ())
-    if s.kind == 'coco': return lambda m, ds, key, flip_test, batch_size, device: evaluate_coco(m, ds, key, flip_test, batch_size, device)
-    if s.kind == 'mpii': return lambda m, ds, key, flip_test, batch_size, device: evaluate_mpii(m, ds, key, flip_test, batch_size, device)
-    return lambda m, ds, key, flip_test, batch_size, device: {'measure': 'SynthPose PCK (box-normalised) and OKS AP',
-                                                              **evaluate_pose(m, ds, key, flip_test, batch_size, device)}
+    if s.kind == 'coco': return evaluate_coco
+    if s.kind == 'mpii': return evaluate_mpii
+    return lambda *a, **kw: {'measure': 'SynthPose PCK (box-normalised) and OKS AP', **evaluate_pose(*a, **kw)}
 
 def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=None, seed: int = 0,
                   flip_test: bool = True, bbox_file=None, track_valid: bool = False, progress: bool = False,
@@ -275,7 +238,7 @@ def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=N
                          f"folder of {recipe['teacher']!r}) to distil from, or train it alone on purpose (no teacher)")
     t_model, extra, lw, t_size = None, None, None, None
     if teacher is not None and teacher is not False:
-        t_model, t_run = load_trained(teacher)
+        t_model = load_run(teacher).model
         check_model_data(t_model, s, f"teacher {teacher}")
         t_size = tuple(recipe['teacher_input_size'] or t_model.input_size)
         if tuple(t_model.input_size) != t_size:
@@ -289,8 +252,7 @@ def train_on_data(name, data, size: str = 'cpu', out=None, teacher=None, steps=N
     elif bbox_file is not None: raise ValueError("bbox_file (person detections) is for COCO only")
     if t_model is not None:
         from posedistill.demo import distill_losses
-        if n is None: n = recipe['data']['n_train'] or 10000
-        total = _total_steps(n, recipe['batch_size'], recipe['epochs'], steps)
+        total = recipe_steps(recipe, steps, n)
         try: extra, lw = distill_losses(recipe, build_recipe_model(recipe), t_model, total, seed=seed)
         except (ValueError, KeyError) as e:
             raise ValueError(f"recipe {recipe['name']!r} cannot distil from teacher {teacher}: {_one_line(e)}") from None

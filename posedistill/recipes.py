@@ -4,7 +4,7 @@
 
 # %% ../nbs/24_training.ipynb #cd07bc66
 from __future__ import annotations
-import copy, json, math, time, warnings
+import copy, importlib, json, math, time, warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -19,8 +19,9 @@ from .transforms import rescale_coords
 from . import metrics as M
 
 # %% auto #0
-__all__ = ['SIZES', 'CPU_DATA', 'RECIPES', 'TABLE_COLS', 'get_recipe', 'data_config', 'build_recipe_model', 'make_datasets',
-           'evaluate_pose', 'RecipeRun', 'load_run', 'run_recipe', 'results_table']
+__all__ = ['SIZES', 'CPU_DATA', 'RECIPES', 'METHOD_MODULES', 'TABLE_COLS', 'get_recipe', 'data_config', 'build_recipe_model',
+           'make_datasets', 'evaluate_pose', 'RecipeRun', 'import_methods', 'load_run', 'planned_steps', 'recipe_steps',
+           'run_recipe', 'results_table']
 
 # %% ../nbs/24_training.ipynb #f4151fd4
 SIZES = ('cpu', 'paper')
@@ -162,14 +163,52 @@ def _jsonable(x):
 
 def _write_json(obj, path): atomic_write(path, lambda f: f.write(json.dumps(_jsonable(obj), indent=1).encode()))
 
+METHOD_MODULES = ('posedistill.tde', 'posedistill.gfkd', 'posedistill.ocd', 'posedistill.cca')
+
+def import_methods():
+    "Import the method modules, which register their models and recipes by name (`build_model`, `RECIPES`)."
+    for m in METHOD_MODULES: importlib.import_module(m)
+
+def _one_line(e, n: int = 300) -> str: return ' '.join(str(e).split())[:n]
+
 def load_run(path) -> RecipeRun:
-    """The model (trained weights of `last.pt`), no trainer, and the metrics of a run saved by `run_recipe(..., ckpt_dir=path)`."""
-    path = Path(path)
-    if not (path / 'run.json').is_file(): raise FileNotFoundError(f"{path / 'run.json'} not found: not a folder written by run_recipe(ckpt_dir=...)")
-    run = json.loads((path / 'run.json').read_text())
-    model = load_weights(build_recipe_model(run['recipe']), load_checkpoint(path / 'last.pt')['model'])
-    m = path / 'metrics.json'
+    """The model (eval mode; the weights of `last.pt`, or of the checkpoint file `path` inside a run folder), no
+    trainer, and the metrics of a run saved by `run_recipe(..., ckpt_dir=...)`. The model is rebuilt from the recipe
+    in `run.json` (any method's); errors name the file and what does not fit."""
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"checkpoint {p} not found")
+    d = p if p.is_dir() else p.parent
+    if not (d / 'run.json').is_file():
+        raise ValueError(f"{p} is not a run folder written by run_recipe / posedistill train (no run.json in {d})")
+    try: recipe = json.loads((d / 'run.json').read_text())['recipe']; recipe['model']
+    except Exception as e: raise ValueError(f"{d / 'run.json'} is not a posedistill run: {_one_line(e, 200)}") from None
+    import_methods()
+    try: model = build_recipe_model(recipe)
+    except ValueError as e: raise ValueError(f"{d / 'run.json'}: cannot build its model: {_one_line(e)}") from None
+    weights = d / 'last.pt' if p.is_dir() else p
+    state = load_checkpoint(weights)                       # a clear error for a missing or corrupted file
+    try: load_weights(model, state)
+    except ValueError as e:
+        H, W = recipe['input_size']
+        raise ValueError(f"{weights} does not hold the weights of recipe {recipe.get('name')!r} (model "
+                         f"{recipe['model']!r} at {H}x{W}): {_one_line(e, 200)}") from None
+    m = d / 'metrics.json'
     return RecipeRun(model.eval(), None, json.loads(m.read_text()) if m.is_file() else {})
+
+def planned_steps(n_train: int, batch_size: int, epochs: int, steps: int | None = None) -> tuple:
+    """`(epochs, batches per epoch)` that `run_recipe` trains: the recipe's `epochs` of full batches, or with `steps`
+    the first `steps` batches (one epoch) when fewer than an epoch, else round(steps / steps per epoch) whole epochs."""
+    spe = n_train // batch_size
+    if steps is None: return epochs, spe
+    return (1, steps) if steps < spe else (max(1, round(steps / spe)), spe)
+
+def recipe_steps(recipe: dict, steps: int | None = None, n_train: int | None = None) -> int:
+    """The optimiser steps of `run_recipe(recipe, steps=steps)` on `n_train` training samples (default: the recipe's
+    SynthPose training split, labelled and unlabelled people)."""
+    if n_train is None:
+        d = recipe['data']
+        n_train = (d['n_train'] if d['n_train'] is not None else DEFAULT_N['train']) + d.get('unlabelled', 0)
+    return math.prod(planned_steps(n_train, recipe['batch_size'], recipe['epochs'], steps))
 
 # %% ../nbs/24_training.ipynb #bf64a3ed
 def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None, teacher=None,
@@ -216,12 +255,10 @@ def run_recipe(name, size: str = 'cpu', seed: int = 0, steps: int | None = None,
     if spe == 0:
         raise ValueError(f"n_train={len(train_ds)} is smaller than batch_size={bs}: no full batch to "
                          f"train on")
-    train_set, epochs = train_ds, recipe['epochs']
-    if steps is not None:
-        if steps < spe: train_set, epochs = Subset(train_ds, range(steps * bs)), 1
-        else: epochs = max(1, round(steps / spe))
+    epochs, per_epoch = planned_steps(len(train_ds), bs, recipe['epochs'], steps)
+    train_set = train_ds if per_epoch == spe else Subset(train_ds, range(per_epoch * bs))
     if cache is not False and hasattr(train_ds, 'fill_cache'):
-        n_fill = steps * bs if steps is not None and steps < spe else len(train_ds)
+        n_fill = len(train_set)
         # render (and cache) every size once
         train_ds.fill_cache(n=n_fill); val_ds.fill_cache()
     render_s = time.perf_counter() - t0

@@ -122,3 +122,15 @@ def test_failed_export_leaves_no_partial_file(tmp_path, monkeypatch):
         export_onnx(m, target)
     assert target.read_bytes() == b'previous export'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['model.onnx']
+
+
+def test_load_for_export_builds_any_methods_model_in_a_fresh_process(tmp_path):
+    "A run folder of a method lesson's recipe (here a GS student) loads without importing the method module first."
+    import posedistill.gfkd                                     # noqa: F401 (registers the recipe in this process)
+    from posedistill.recipes import run_recipe
+    run_recipe('gf_student_gs', steps=1, n_train=64, n_val=16, ckpt_dir=tmp_path / 'run', teacher=False,
+               track_valid=False)
+    code = ("from posedistill.deploy import load_for_export; "
+            f"print(type(load_for_export({str(tmp_path / 'run')!r})).__name__)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == 'FilterStudent', r.stderr[-2000:]

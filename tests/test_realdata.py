@@ -40,19 +40,18 @@ def roots(tmp_path_factory):
     for im in (DATA / 'mpii').glob('*.jpg'): (mpii / 'images' / im.name).symlink_to(im)
     return {'coco': coco, 'mpii': mpii, 'tmp': t}
 
-@pytest.fixture(scope='module')
-def coco_run(roots):
-    out = roots['tmp'] / 'run_coco'
-    r = cli('train', 'regression', '--data', f"coco:{roots['coco']}", '--steps', '2', '--out', out, *TINY)
+def train_run(roots, kind, steps):
+    "The regression recipe trained `steps` steps on the `kind` samples into a run folder."
+    out = roots['tmp'] / f'run_{kind}'
+    r = cli('train', 'regression', '--data', f"{kind}:{roots[kind]}", '--steps', steps, '--out', out, *TINY)
     assert r[0] == 0, r
     return out
 
 @pytest.fixture(scope='module')
-def mpii_run(roots):
-    out = roots['tmp'] / 'run_mpii'
-    r = cli('train', 'regression', '--data', f"mpii:{roots['mpii']}", '--steps', '1', '--out', out, *TINY)
-    assert r[0] == 0, r
-    return out
+def coco_run(roots): return train_run(roots, 'coco', 2)
+
+@pytest.fixture(scope='module')
+def mpii_run(roots): return train_run(roots, 'mpii', 1)
 
 def test_coco_train_eval(roots, coco_run, tmp_path):
     assert {'run.json', 'last.pt', 'metrics.json'} <= {p.name for p in coco_run.iterdir()}
